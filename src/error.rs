@@ -1,0 +1,98 @@
+//! The error type of start-up and of fatal failures.
+//!
+//! Failures the service recovers from (a dropped connection, a malformed
+//! frame, a full disk) are not errors here: they are counted, logged and
+//! retried where they happen.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+/// An invalid configuration value, named by its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Setting name as the operator wrote it, such as `BINANCE_INGEST_CACHE_SIZE`.
+    pub key: String,
+    /// Value as given, or empty when the problem is a missing value.
+    pub value: String,
+    /// What is wrong and what is accepted.
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid value {:?} for {}: {}", self.value, self.key, self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Failure that stops the service or prevents its start.
+#[derive(Debug)]
+pub enum Error {
+    /// A configuration value is invalid.
+    Config(ConfigError),
+    /// A file could not be read or written.
+    File {
+        /// What the service was doing.
+        action: &'static str,
+        /// File or folder involved.
+        path: PathBuf,
+        /// Underlying cause.
+        source: io::Error,
+    },
+    /// The TLS client configuration could not be built.
+    Tls(String),
+    /// The HTTP listener could not be bound.
+    Bind {
+        /// Address from the configuration.
+        address: String,
+        /// Underlying cause.
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// A worker thread could not be started.
+    Spawn {
+        /// Thread name.
+        thread: String,
+        /// Underlying cause.
+        source: io::Error,
+    },
+    /// A command-line argument is invalid.
+    Usage(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Config(error) => error.fmt(f),
+            Error::File { action, path, source } => {
+                write!(f, "failed to {action} {}: {source}", path.display())
+            }
+            Error::Tls(message) => write!(f, "TLS setup failed: {message}"),
+            Error::Bind { address, source } => {
+                write!(f, "failed to bind the HTTP listener to {address}: {source}")
+            }
+            Error::Spawn { thread, source } => {
+                write!(f, "failed to start thread {thread}: {source}")
+            }
+            Error::Usage(message) => f.write_str(message),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Config(error) => Some(error),
+            Error::File { source, .. } | Error::Spawn { source, .. } => Some(source),
+            Error::Bind { source, .. } => Some(source.as_ref()),
+            Error::Tls(_) | Error::Usage(_) => None,
+        }
+    }
+}
+
+impl From<ConfigError> for Error {
+    fn from(error: ConfigError) -> Self {
+        Error::Config(error)
+    }
+}
