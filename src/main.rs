@@ -1,1 +1,39 @@
-fn main() {}
+//! The `binance-ingest` command: parses the command line, sets up logging,
+//! and runs the service or one of its subcommands.
+
+use std::process::ExitCode;
+
+use binance_ingest::cli::{self, Command};
+use binance_ingest::{app, logging};
+
+fn main() -> ExitCode {
+    logging::init();
+    let environment = std::env::vars_os()
+        .filter_map(|(key, value)| Some((key.into_string().ok()?, value.into_string().ok()?)));
+    let command = match cli::parse_command(std::env::args_os().skip(1), environment) {
+        Ok(command) => command,
+        Err(error) => {
+            eprintln!("binance-ingest: {error}");
+            eprintln!("Run 'binance-ingest --help' for the settings and their defaults.");
+            return ExitCode::from(2);
+        }
+    };
+
+    match command {
+        Command::Help(text) | Command::Version(text) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Command::CheckConfig(config) => {
+            print!("{}", config.describe());
+            ExitCode::SUCCESS
+        }
+        Command::Run(config) => match app::run(&config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                log::error!("{error}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}

@@ -1,0 +1,303 @@
+//! Start-up and orderly shutdown of the whole service.
+//!
+//! Start order: sink, pipeline, HTTP, scheduler (which opens the
+//! connections). Shutdown runs the other way, so nothing received before the
+//! signal is lost: readiness turns 503, every WebSocket closes with code
+//! 1000 and its reader hands over its last frames, the pipeline drains its
+//! queue into the ring, and the sink writes, flushes and fsyncs what the ring
+//! holds before the process exits.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, select};
+
+use crate::config::Config;
+use crate::connection::{ConnectionStats, SlotStatus};
+use crate::error::Error;
+use crate::health::Health;
+use crate::http::{HttpContext, HttpServer};
+use crate::liveness::{Liveness, STALL_AFTER};
+use crate::metrics::{Exposition, MetricType, PREFIX};
+use crate::notify::Notifier;
+use crate::pipeline::{self, PipelineSettings, PipelineStats};
+use crate::plan::{ConnectionPlan, plan_connections};
+use crate::process::ProcessSample;
+use crate::reader::ReaderSettings;
+use crate::ring::Ring;
+use crate::scheduler::{self, SchedulerContext, SchedulerHandle, SchedulerSettings};
+use crate::sink::{self, SinkSettings, SinkStats};
+
+/// Exit status after a clean shutdown.
+pub const EXIT_OK: i32 = 0;
+
+/// A running service.
+pub struct Service {
+    health: Arc<Health>,
+    scheduler: Option<SchedulerHandle>,
+    pipeline: Option<JoinHandle<()>>,
+    sink: Option<JoinHandle<()>>,
+    http: Option<HttpServer>,
+    liveness: Arc<Liveness>,
+    notifier: Notifier,
+}
+
+/// Starts every thread of the service.
+///
+/// # Errors
+///
+/// Fails when the TLS configuration cannot be built, the data directory
+/// cannot be created, the HTTP address cannot be bound, or a thread cannot
+/// start.
+pub fn start(config: &Config) -> Result<Service, Error> {
+    let endpoint = config.effective_endpoint();
+    let plans = plan_connections(
+        config.venue,
+        &config.streams,
+        config.max_streams_per_connection,
+        config.routing,
+    );
+    log::info!(
+        "starting binance-ingest {} venue={} endpoint={} streams={} connections={} data_dir={}",
+        env!("CARGO_PKG_VERSION"),
+        config.venue,
+        endpoint,
+        config.streams.len(),
+        plans.len(),
+        config.data_dir.display()
+    );
+    let tls = crate::tls::client_config(config.ca_file.as_deref())?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| Error::File {
+        action: "create data directory",
+        path: config.data_dir.clone(),
+        source,
+    })?;
+
+    let liveness = Arc::new(Liveness::new());
+    let ring = Arc::new(Ring::new(config.cache_size));
+    let connection_stats = Arc::new(ConnectionStats::default());
+    let pipeline_stats = Arc::new(PipelineStats::default());
+    let sink_stats = Arc::new(SinkStats::default());
+    let slots: Vec<Arc<SlotStatus>> = plans.iter().map(|plan| Arc::new(slot_status(plan))).collect();
+    let health = Arc::new(Health::new(
+        liveness.clone(),
+        slots.clone(),
+        sink_stats.clone(),
+        config.stale_after,
+    ));
+
+    let sink_settings = SinkSettings {
+        data_dir: config.data_dir.clone(),
+        instance: config.instance.clone(),
+        venue: config.venue,
+        flush_interval: config.flush_interval,
+    };
+    let sink = sink::spawn(sink_settings, ring.clone(), sink_stats.clone(), liveness.register("sink"))
+        .map_err(|source| Error::Spawn { thread: "sink".into(), source })?;
+
+    let (frames, frame_rx) = crossbeam_channel::bounded(config.frame_queue);
+    let (notice_tx, notices) = crossbeam_channel::bounded(64);
+    let pipeline_settings = PipelineSettings {
+        venue: config.venue,
+        dedup_window: config.dedup_window,
+        max_streams: config.max_streams,
+    };
+    let pipeline = pipeline::spawn(
+        pipeline_settings,
+        frame_rx,
+        ring.clone(),
+        pipeline_stats.clone(),
+        notice_tx,
+        liveness.register("pipeline"),
+    )
+    .map_err(|source| Error::Spawn { thread: "pipeline".into(), source })?;
+
+    let render = metrics_renderer(MetricSources {
+        connections: connection_stats.clone(),
+        pipeline: pipeline_stats,
+        sink: sink_stats,
+        ring: ring.clone(),
+        health: health.clone(),
+        started: Instant::now(),
+    });
+    let http_context = HttpContext { health: health.clone(), ring, metrics: render };
+    let http = HttpServer::start(config.http_addr, config.http_threads, http_context, &liveness)?;
+
+    let scheduler_settings = SchedulerSettings {
+        reconnect_min: config.reconnect_min,
+        reconnect_max: config.reconnect_max,
+        reader: ReaderSettings {
+            endpoint,
+            tls,
+            connect_timeout: config.connect_timeout,
+            max_message_size: config.max_message_size,
+            max_frame_size: config.max_frame_size,
+            batch_delay: config.batch_delay,
+            batch_size: config.batch_size,
+        },
+    };
+    let context = SchedulerContext {
+        frames,
+        notices,
+        slots,
+        stats: connection_stats,
+        liveness: liveness.clone(),
+    };
+    let scheduler = scheduler::spawn(scheduler_settings, plans, context)
+        .map_err(|source| Error::Spawn { thread: "scheduler".into(), source })?;
+
+    let notifier = Notifier::from_env();
+    notifier.ready();
+    Ok(Service {
+        health,
+        scheduler: Some(scheduler),
+        pipeline: Some(pipeline),
+        sink: Some(sink),
+        http: Some(http),
+        liveness,
+        notifier,
+    })
+}
+
+impl Service {
+    /// Address of the HTTP listener.
+    pub fn http_address(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(HttpServer::address)
+    }
+
+    /// Runs until a message arrives on `stop`, sending the systemd watchdog
+    /// keep-alive while every worker checks in.
+    pub fn wait(&self, stop: &Receiver<&'static str>) -> &'static str {
+        let tick = crossbeam_channel::tick(Duration::from_secs(1));
+        loop {
+            select! {
+                recv(stop) -> cause => return cause.unwrap_or("stop channel closed"),
+                recv(tick) -> _ => {
+                    let stalled = self.liveness.stalled(STALL_AFTER);
+                    if stalled.is_empty() {
+                        self.notifier.watchdog();
+                    } else {
+                        log::error!("worker threads stalled: {}", stalled.join(", "));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Shuts down in order and returns once the sink has fsynced.
+    pub fn shutdown(mut self) {
+        let started = Instant::now();
+        self.health.begin_shutdown();
+        self.notifier.stopping();
+        log::info!("shutdown: readiness now fails; closing connections");
+
+        if let Some(scheduler) = self.scheduler.take() {
+            scheduler.stop();
+        }
+        log::info!("shutdown: connections closed; draining the pipeline");
+        join("pipeline", self.pipeline.take());
+        log::info!("shutdown: pipeline drained; waiting for the sink to flush and fsync");
+        join("sink", self.sink.take());
+        if let Some(http) = self.http.take() {
+            http.stop();
+        }
+        log::info!("stopped after {:.2} s of shutdown", started.elapsed().as_secs_f64());
+    }
+}
+
+fn join(name: &str, handle: Option<JoinHandle<()>>) {
+    if let Some(handle) = handle {
+        if handle.join().is_err() {
+            log::error!("{name} thread panicked");
+        }
+    }
+}
+
+fn slot_status(plan: &ConnectionPlan) -> SlotStatus {
+    let description = format!("{} {} stream(s)", plan.route.name(), plan.streams.len());
+    SlotStatus::new(plan.slot, description)
+}
+
+struct MetricSources {
+    connections: Arc<ConnectionStats>,
+    pipeline: Arc<PipelineStats>,
+    sink: Arc<SinkStats>,
+    ring: Arc<Ring>,
+    health: Arc<Health>,
+    started: Instant,
+}
+
+fn metrics_renderer(sources: MetricSources) -> Arc<dyn Fn() -> String + Send + Sync> {
+    Arc::new(move || {
+        let mut out = Exposition::new();
+        let name = format!("{PREFIX}build_info");
+        out.family(&name, MetricType::Gauge, "Build information; the value is always 1.");
+        out.sample_u64(&name, &[("version", env!("CARGO_PKG_VERSION"))], 1);
+        out.single_f64(
+            &format!("{PREFIX}uptime_seconds"),
+            MetricType::Gauge,
+            "Time since the service started.",
+            sources.started.elapsed().as_secs_f64(),
+        );
+        let ready = sources.health.ready().status != crate::health::Status::Fail;
+        out.single_u64(
+            &format!("{PREFIX}ready"),
+            MetricType::Gauge,
+            "1 while /readyz returns 200, else 0.",
+            u64::from(ready),
+        );
+        ProcessSample::read().write_metrics(&mut out);
+        sources.connections.write_metrics(&mut out);
+        sources.pipeline.write_metrics(&mut out);
+        sources.ring.write_metrics(&mut out);
+        sources.sink.write_metrics(&mut out);
+        out.finish()
+    })
+}
+
+/// Starts the service, waits for SIGTERM or SIGINT, and shuts down.
+/// A second signal during shutdown exits at once with status 130.
+///
+/// # Errors
+///
+/// Fails when start-up fails; see [`start`].
+pub fn run(config: &Config) -> Result<(), Error> {
+    let stop = signal_channel()?;
+    let service = start(config)?;
+    let cause = service.wait(&stop);
+    log::info!("received {cause}, shutting down");
+
+    std::thread::Builder::new()
+        .name("second-signal".into())
+        .spawn(move || {
+            if let Ok(cause) = stop.recv() {
+                log::error!("received {cause} during shutdown, exiting at once");
+                std::process::exit(130);
+            }
+        })
+        .map_err(|source| Error::Spawn { thread: "second-signal".into(), source })?;
+
+    service.shutdown();
+    Ok(())
+}
+
+fn signal_channel() -> Result<Receiver<&'static str>, Error> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .map_err(|source| Error::Spawn { thread: "signals".into(), source })?;
+    let (sender, receiver) = crossbeam_channel::bounded(2);
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for signal in signals.forever() {
+                let name = if signal == SIGTERM { "SIGTERM" } else { "SIGINT" };
+                if sender.try_send(name).is_err() {
+                    log::debug!("{name} ignored: shutdown is already under way");
+                }
+            }
+        })
+        .map_err(|source| Error::Spawn { thread: "signals".into(), source })?;
+    Ok(receiver)
+}

@@ -1,0 +1,331 @@
+//! What the scheduler, the readers and the HTTP thread share about each
+//! connection: why it ended, its live status, and the reader counters.
+
+use std::fmt;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::frame::ConnectionId;
+use crate::metrics::{Counter, Exposition, MetricType};
+
+/// Why a connection ended. The scheduler picks the backoff from this, and
+/// the `reason` label of the disconnect counter is [`EndReason::label`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EndReason {
+    /// The server sent a close frame.
+    ClosedByServer {
+        /// Close code, if the frame had one.
+        code: Option<u16>,
+        /// Close reason text.
+        reason: String,
+    },
+    /// The TCP stream ended without a close frame.
+    Eof,
+    /// A read or write failed, for example a connection reset.
+    Io(String),
+    /// TCP connect failed: refused, unreachable, timed out, or DNS failed.
+    ConnectFailed(String),
+    /// The TLS handshake failed; certificate problems land here.
+    Tls {
+        /// Metric label from [`crate::tls::failure_label`].
+        label: &'static str,
+        /// Plain-words explanation.
+        message: String,
+    },
+    /// The server answered the WebSocket handshake with an HTTP error.
+    Rejected {
+        /// HTTP status, such as 429 or 418.
+        status: u16,
+        /// `Retry-After` of the response.
+        retry_after: Option<Duration>,
+    },
+    /// The server broke the WebSocket protocol (bad frame, invalid UTF-8 in
+    /// a text message, reserved bits set).
+    Protocol(String),
+    /// A message exceeded the configured size limit.
+    TooLarge(String),
+    /// No frame arrived within the connect timeout while handshaking.
+    HandshakeTimeout,
+    /// The service closed the connection on purpose (shutdown).
+    Stopped,
+}
+
+impl EndReason {
+    /// Label for the `reason` of `binance_ingest_disconnects_total`: the
+    /// close code as digits, or a word for the other causes.
+    pub fn label(&self) -> String {
+        match self {
+            EndReason::ClosedByServer { code: Some(code), .. } => code.to_string(),
+            EndReason::ClosedByServer { code: None, .. } => "close_without_code".into(),
+            EndReason::Eof => "eof".into(),
+            EndReason::Io(_) => "io".into(),
+            EndReason::ConnectFailed(_) => "connect_failed".into(),
+            EndReason::Tls { .. } => "tls".into(),
+            EndReason::Rejected { status, .. } => format!("http_{status}"),
+            EndReason::Protocol(_) => "protocol".into(),
+            EndReason::TooLarge(_) => "too_large".into(),
+            EndReason::HandshakeTimeout => "handshake_timeout".into(),
+            EndReason::Stopped => "stopped".into(),
+        }
+    }
+}
+
+impl fmt::Display for EndReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EndReason::ClosedByServer { code, reason } => {
+                let code = code.map_or_else(|| "none".to_string(), |code| code.to_string());
+                write!(f, "closed by server, code={code} reason={reason:?}")
+            }
+            EndReason::Eof => f.write_str("connection ended without a close frame"),
+            EndReason::Io(error) => write!(f, "I/O error: {error}"),
+            EndReason::ConnectFailed(error) => write!(f, "connect failed: {error}"),
+            EndReason::Tls { message, .. } => f.write_str(message),
+            EndReason::Rejected { status, retry_after } => match retry_after {
+                Some(wait) => write!(f, "handshake rejected with HTTP {status}, retry after {wait:?}"),
+                None => write!(f, "handshake rejected with HTTP {status}"),
+            },
+            EndReason::Protocol(error) => write!(f, "protocol error: {error}"),
+            EndReason::TooLarge(error) => write!(f, "message too large: {error}"),
+            EndReason::HandshakeTimeout => f.write_str("handshake timed out"),
+            EndReason::Stopped => f.write_str("closed by this service"),
+        }
+    }
+}
+
+/// Lifecycle state of a planned connection slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SlotState {
+    /// TCP, TLS or WebSocket handshake in progress.
+    Connecting,
+    /// Handshake done, frames flowing or awaited.
+    Open,
+    /// Waiting out a backoff delay before the next attempt.
+    Backoff,
+    /// Closing because the service is shutting down.
+    Closing,
+}
+
+impl SlotState {
+    /// Lowercase name for health output.
+    pub fn name(self) -> &'static str {
+        match self {
+            SlotState::Connecting => "connecting",
+            SlotState::Open => "open",
+            SlotState::Backoff => "backoff",
+            SlotState::Closing => "closing",
+        }
+    }
+}
+
+/// Live status of one slot, written by the scheduler and its reader.
+#[derive(Debug)]
+pub struct SlotStatus {
+    /// Position in the connection plan.
+    pub slot: usize,
+    /// Path family and streams, for health output.
+    pub description: String,
+    /// Receive time (ns since the epoch) of the last frame of any kind,
+    /// pings included, on the current connection; 0 before the first.
+    pub last_frame_ns: AtomicU64,
+    inner: Mutex<SlotInner>,
+}
+
+#[derive(Debug, Clone)]
+struct SlotInner {
+    state: SlotState,
+    connection: Option<ConnectionId>,
+    last_end: Option<String>,
+}
+
+/// Copy of a slot's status for health output.
+#[derive(Debug, Clone)]
+pub struct SlotSnapshot {
+    /// Position in the connection plan.
+    pub slot: usize,
+    /// Path family and streams.
+    pub description: String,
+    /// Lifecycle state.
+    pub state: SlotState,
+    /// Current connection id, if a connection exists.
+    pub connection: Option<ConnectionId>,
+    /// Receive time of the last frame, ns since the epoch; 0 for none.
+    pub last_frame_ns: u64,
+    /// Why the previous connection ended, if one did.
+    pub last_end: Option<String>,
+}
+
+impl SlotStatus {
+    /// Creates the status of a slot that is about to connect.
+    pub fn new(slot: usize, description: String) -> SlotStatus {
+        SlotStatus {
+            slot,
+            description,
+            last_frame_ns: AtomicU64::new(0),
+            inner: Mutex::new(SlotInner {
+                state: SlotState::Connecting,
+                connection: None,
+                last_end: None,
+            }),
+        }
+    }
+
+    /// Records a state change.
+    pub fn set_state(&self, state: SlotState, connection: Option<ConnectionId>) {
+        let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        inner.state = state;
+        inner.connection = connection;
+        if state != SlotState::Open {
+            self.last_frame_ns.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Records why the last connection ended.
+    pub fn set_last_end(&self, reason: String) {
+        let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        inner.last_end = Some(reason);
+    }
+
+    /// Copies the status.
+    pub fn snapshot(&self) -> SlotSnapshot {
+        let inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone();
+        SlotSnapshot {
+            slot: self.slot,
+            description: self.description.clone(),
+            state: inner.state,
+            connection: inner.connection,
+            last_frame_ns: self.last_frame_ns.load(Ordering::Relaxed),
+            last_end: inner.last_end,
+        }
+    }
+}
+
+/// Counters of the reader threads and the scheduler.
+#[derive(Debug, Default)]
+pub struct ConnectionStats {
+    /// Connection attempts started.
+    pub attempts: Counter,
+    /// Handshakes completed.
+    pub connects: Counter,
+    /// Connections currently open.
+    pub open: Counter,
+    /// Data frames received.
+    pub frames: Counter,
+    /// Payload bytes of data frames received.
+    pub bytes: Counter,
+    /// Ping frames received from servers.
+    pub pings_received: Counter,
+    /// Frames dropped because the pipeline queue stayed full.
+    pub frames_dropped: Counter,
+    /// Batches handed to the pipeline.
+    pub batches: Counter,
+    /// Current backoff delay being waited out, in milliseconds, summed over slots.
+    pub backoff_ms: Counter,
+    disconnects: Mutex<Vec<(String, u64)>>,
+    tls_errors: Mutex<Vec<(&'static str, u64)>>,
+}
+
+impl ConnectionStats {
+    /// Counts a disconnect by its reason label.
+    pub fn count_disconnect(&self, reason: &EndReason) {
+        let label = reason.label();
+        let mut table = self.disconnects.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match table.iter_mut().find(|(known, _)| *known == label) {
+            Some((_, count)) => *count += 1,
+            None => table.push((label, 1)),
+        }
+        drop(table);
+
+        if let EndReason::Tls { label, .. } = reason {
+            let mut table = self.tls_errors.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            match table.iter_mut().find(|(known, _)| known == label) {
+                Some((_, count)) => *count += 1,
+                None => table.push((label, 1)),
+            }
+        }
+    }
+
+    /// Returns the disconnect count for one reason label.
+    pub fn disconnects(&self, label: &str) -> u64 {
+        let table = self.disconnects.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        table.iter().find(|(known, _)| known == label).map_or(0, |(_, count)| *count)
+    }
+
+    /// Writes the connection metric families.
+    pub fn write_metrics(&self, out: &mut Exposition) {
+        let p = crate::metrics::PREFIX;
+        let counters = [
+            ("connect_attempts_total", "WebSocket connection attempts started.", &self.attempts),
+            ("connects_total", "WebSocket handshakes completed.", &self.connects),
+            ("frames_received_total", "Data frames received from the exchange.", &self.frames),
+            ("received_bytes_total", "Payload bytes of data frames received.", &self.bytes),
+            ("server_pings_total", "Ping frames received from the exchange.", &self.pings_received),
+            (
+                "frames_dropped_total",
+                "Frames dropped by a reader because the pipeline queue stayed full.",
+                &self.frames_dropped,
+            ),
+            ("frame_batches_total", "Frame batches handed to the pipeline.", &self.batches),
+        ];
+        for (name, help, counter) in counters {
+            out.single_u64(&format!("{p}{name}"), MetricType::Counter, help, counter.get());
+        }
+        out.single_u64(
+            &format!("{p}connections_open"),
+            MetricType::Gauge,
+            "WebSocket connections currently open.",
+            self.open.get(),
+        );
+        out.single_f64(
+            &format!("{p}backoff_seconds"),
+            MetricType::Gauge,
+            "Reconnect delay currently being waited out, summed over connection slots.",
+            self.backoff_ms.get() as f64 / 1000.0,
+        );
+
+        let name = format!("{p}disconnects_total");
+        out.family(&name, MetricType::Counter, "Connections ended, by close code or cause.");
+        let table = self.disconnects.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (label, count) in table.iter() {
+            out.sample_u64(&name, &[("reason", label)], *count);
+        }
+        drop(table);
+
+        let name = format!("{p}tls_errors_total");
+        out.family(&name, MetricType::Counter, "TLS handshakes that failed, by cause.");
+        let table = self.tls_errors.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (label, count) in table.iter() {
+            out.sample_u64(&name, &[("reason", label)], *count);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn end_reason_labels_use_close_codes() {
+        let closed = EndReason::ClosedByServer { code: Some(1001), reason: "going away".into() };
+        assert_eq!(closed.label(), "1001");
+        assert_eq!(EndReason::Eof.label(), "eof");
+        let rejected = EndReason::Rejected { status: 429, retry_after: None };
+        assert_eq!(rejected.label(), "http_429");
+    }
+
+    #[test]
+    fn disconnects_are_counted_by_label() {
+        let stats = ConnectionStats::default();
+        stats.count_disconnect(&EndReason::Eof);
+        stats.count_disconnect(&EndReason::Eof);
+        stats.count_disconnect(&EndReason::Tls { label: "unknown_issuer", message: "x".into() });
+        assert_eq!(stats.disconnects("eof"), 2);
+        assert_eq!(stats.disconnects("tls"), 1);
+        let mut out = Exposition::new();
+        stats.write_metrics(&mut out);
+        let body = out.finish();
+        assert!(body.contains("binance_ingest_disconnects_total{reason=\"eof\"} 2"), "{body}");
+        assert!(body.contains("binance_ingest_tls_errors_total{reason=\"unknown_issuer\"} 1"));
+    }
+}

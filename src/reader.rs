@@ -1,0 +1,554 @@
+//! One WebSocket connection, read by its own thread.
+//!
+//! The reader owns its socket: it connects (TCP, TLS, WebSocket handshake),
+//! then reads frames, stamps each data frame with its receive time, and hands
+//! them to the pipeline in batches. It never parses payloads and never
+//! touches disk. It never blocks on a full pipeline queue either: a reader
+//! that stops reading stops answering the server's pings and gets cut off.
+//! A short socket read timeout keeps the loop turning, so the pong that
+//! tungstenite queues after a ping goes out on the next read, commands are
+//! seen promptly, and a partly filled batch is handed over within the batch
+//! delay.
+
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection, StreamOwned};
+use tungstenite::handshake::HandshakeError;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tungstenite::{Message, WebSocket};
+
+use crate::connection::{ConnectionStats, EndReason, SlotState, SlotStatus};
+use crate::frame::{ConnectionId, FrameBatch, FrameKind};
+use crate::liveness::Checkin;
+use crate::ratelimit::LogLimiter;
+use crate::tls;
+use crate::venue::Endpoint;
+
+/// Read timeout while no frame is waiting to be handed over. It bounds how
+/// long a command or a stop waits to be seen.
+const IDLE_POLL: Duration = Duration::from_millis(250);
+
+/// How long a reader waits for the server's close reply after it sends its
+/// own close frame. Data that arrives meanwhile is still stored.
+const CLOSE_WAIT: Duration = Duration::from_secs(3);
+
+/// How long the final batch may wait for room in the pipeline queue when the
+/// connection ends. Longer than any normal hiccup; bounded so shutdown ends.
+const FINAL_SEND_WAIT: Duration = Duration::from_secs(10);
+
+/// Settings shared by every reader.
+#[derive(Clone, Debug)]
+pub struct ReaderSettings {
+    /// Server to connect to.
+    pub endpoint: Endpoint,
+    /// TLS client configuration.
+    pub tls: Arc<ClientConfig>,
+    /// Time allowed for TCP connect, TLS and WebSocket handshakes each.
+    pub connect_timeout: Duration,
+    /// Largest message accepted, in bytes.
+    pub max_message_size: usize,
+    /// Largest frame accepted, in bytes.
+    pub max_frame_size: usize,
+    /// Longest time a received frame waits in a batch.
+    pub batch_delay: Duration,
+    /// Batch payload size that triggers an immediate hand-over, in bytes.
+    pub batch_size: usize,
+}
+
+/// Request to a running reader.
+#[derive(Debug)]
+pub enum Command {
+    /// Close the connection with code 1000 and end.
+    Close,
+}
+
+/// Report from a reader to the scheduler.
+#[derive(Debug)]
+pub enum ReaderEvent {
+    /// The WebSocket handshake completed.
+    Opened {
+        /// Plan slot.
+        slot: usize,
+        /// Connection id.
+        connection: ConnectionId,
+    },
+    /// The first data frame arrived.
+    FirstData {
+        /// Plan slot.
+        slot: usize,
+        /// Connection id.
+        connection: ConnectionId,
+    },
+    /// The connection ended, or never opened. Sent exactly once.
+    Ended {
+        /// Plan slot.
+        slot: usize,
+        /// Connection id.
+        connection: ConnectionId,
+        /// Why it ended.
+        reason: EndReason,
+        /// Time from handshake to end; `None` when it never opened.
+        uptime: Option<Duration>,
+        /// Data frames received on it.
+        frames: u64,
+    },
+}
+
+/// Handle of a running reader thread.
+#[derive(Debug)]
+pub struct ReaderHandle {
+    /// Connection id.
+    pub connection: ConnectionId,
+    /// Command channel.
+    pub commands: Sender<Command>,
+    /// Thread handle.
+    pub thread: JoinHandle<()>,
+}
+
+/// Everything one reader thread needs.
+pub struct ReaderTask {
+    /// Plan slot.
+    pub slot: usize,
+    /// Connection id.
+    pub connection: ConnectionId,
+    /// Request path and query, e.g. `/stream?streams=btcusdt@trade`.
+    pub path_and_query: String,
+    /// Shared settings.
+    pub settings: ReaderSettings,
+    /// Queue to the pipeline.
+    pub frames: Sender<FrameBatch>,
+    /// Reports to the scheduler.
+    pub events: Sender<ReaderEvent>,
+    /// Live status of the slot.
+    pub status: Arc<SlotStatus>,
+    /// Shared counters.
+    pub stats: Arc<ConnectionStats>,
+    /// Liveness check-in of this thread.
+    pub checkin: Checkin,
+}
+
+/// Starts a reader thread.
+///
+/// # Errors
+///
+/// Fails when the operating system cannot start a thread.
+pub fn spawn(task: ReaderTask) -> io::Result<ReaderHandle> {
+    let (commands, command_rx) = crossbeam_channel::bounded(4);
+    let connection = task.connection;
+    let thread = std::thread::Builder::new()
+        .name(format!("reader-{}-{}", task.slot, task.connection))
+        .spawn(move || run(task, command_rx))?;
+    Ok(ReaderHandle { connection, commands, thread })
+}
+
+type Socket = WebSocket<Transport>;
+
+fn run(task: ReaderTask, commands: Receiver<Command>) {
+    let url = format!("{}{}", task.settings.endpoint.origin(), task.path_and_query);
+    task.stats.attempts.inc();
+    log::debug!("connecting slot={} conn={} url={url}", task.slot, task.connection);
+
+    let (reason, uptime, frames) = match connect(&task.settings, &url) {
+        Ok(socket) => {
+            let opened_at = Instant::now();
+            task.status.set_state(SlotState::Open, Some(task.connection));
+            task.stats.connects.inc();
+            task.stats.open.add(1);
+            let _ = task.events.send(ReaderEvent::Opened { slot: task.slot, connection: task.connection });
+
+            let mut session = Session::new(&task, socket);
+            let reason = session.read_loop(&commands);
+            task.stats.open.set(task.stats.open.get().saturating_sub(1));
+            (reason, Some(opened_at.elapsed()), session.frames)
+        }
+        Err(reason) => (reason, None, 0),
+    };
+
+    let _ = task.events.send(ReaderEvent::Ended {
+        slot: task.slot,
+        connection: task.connection,
+        reason,
+        uptime,
+        frames,
+    });
+}
+
+struct Session<'a> {
+    task: &'a ReaderTask,
+    socket: Socket,
+    batch: FrameBatch,
+    batch_started_ns: u64,
+    frames: u64,
+    poll: Duration,
+    drop_log: LogLimiter,
+    close_received: Option<(Option<u16>, String)>,
+}
+
+impl<'a> Session<'a> {
+    fn new(task: &'a ReaderTask, socket: Socket) -> Session<'a> {
+        Session {
+            task,
+            socket,
+            batch: FrameBatch::new(task.connection, task.settings.batch_size),
+            batch_started_ns: 0,
+            frames: 0,
+            poll: Duration::ZERO,
+            drop_log: LogLimiter::new(Duration::from_secs(10)),
+            close_received: None,
+        }
+    }
+
+    /// Reads until the connection ends, and returns why.
+    fn read_loop(&mut self, commands: &Receiver<Command>) -> EndReason {
+        let mut closing_since: Option<Instant> = None;
+        loop {
+            self.task.checkin.beat();
+            if closing_since.is_none() && commands.try_recv().is_ok() {
+                closing_since = Some(Instant::now());
+                self.task.status.set_state(SlotState::Closing, Some(self.task.connection));
+                let close = CloseFrame { code: CloseCode::Normal, reason: "".into() };
+                if let Err(error) = self.socket.close(Some(close)) {
+                    log::debug!("conn={} close frame not sent: {error}", self.task.connection);
+                }
+            }
+            if closing_since.is_some_and(|since| since.elapsed() > CLOSE_WAIT) {
+                log::warn!("conn={} server did not confirm the close in time", self.task.connection);
+                self.finish_batch();
+                return EndReason::Stopped;
+            }
+            self.set_poll();
+
+            match self.socket.read() {
+                Ok(message) => self.on_message(message),
+                Err(error) => {
+                    if let Some(reason) = self.on_error(error, closing_since.is_some()) {
+                        self.finish_batch();
+                        return reason;
+                    }
+                }
+            }
+            if self.batch_due() {
+                self.hand_over();
+            }
+        }
+    }
+
+    fn on_message(&mut self, message: Message) {
+        let now_ns = unix_nanos();
+        self.task.status.last_frame_ns.store(now_ns, Ordering::Relaxed);
+        let (kind, payload): (FrameKind, &[u8]) = match &message {
+            Message::Text(text) => (FrameKind::Text, text.as_bytes()),
+            Message::Binary(bytes) => (FrameKind::Binary, bytes),
+            Message::Ping(_) => {
+                // tungstenite has queued the pong with the same payload and
+                // sends it at the start of the next read.
+                self.task.stats.pings_received.inc();
+                return;
+            }
+            Message::Close(frame) => {
+                let (code, reason) = match frame {
+                    Some(frame) => (Some(u16::from(frame.code)), frame.reason.to_string()),
+                    None => (None, String::new()),
+                };
+                self.close_received = Some((code, reason));
+                return;
+            }
+            Message::Pong(_) | Message::Frame(_) => return,
+        };
+        if self.frames == 0 {
+            let first = ReaderEvent::FirstData { slot: self.task.slot, connection: self.task.connection };
+            let _ = self.task.events.send(first);
+        }
+        if self.batch.is_empty() {
+            self.batch_started_ns = now_ns;
+        }
+        self.batch.push(kind, now_ns, payload);
+        self.frames += 1;
+        self.task.stats.frames.inc();
+        self.task.stats.bytes.add(payload.len() as u64);
+    }
+
+    /// Classifies a read error; returns `None` when reading should go on.
+    fn on_error(&mut self, error: tungstenite::Error, closing: bool) -> Option<EndReason> {
+        use tungstenite::Error as WsError;
+        match error {
+            WsError::Io(io_error) if is_timeout(&io_error) => {
+                if !self.batch.is_empty() {
+                    self.hand_over();
+                }
+                None
+            }
+            WsError::ConnectionClosed | WsError::AlreadyClosed if closing => {
+                Some(EndReason::Stopped)
+            }
+            WsError::ConnectionClosed | WsError::AlreadyClosed => match self.close_received.take() {
+                Some((code, reason)) => Some(EndReason::ClosedByServer { code, reason }),
+                None => Some(EndReason::Eof),
+            },
+            WsError::Io(io_error) if closing => {
+                log::debug!("conn={} ended while closing: {io_error}", self.task.connection);
+                Some(EndReason::Stopped)
+            }
+            WsError::Io(io_error) => Some(io_end_reason(&io_error, &self.task.settings.endpoint.host)),
+            WsError::Protocol(protocol) => match protocol {
+                tungstenite::error::ProtocolError::ResetWithoutClosingHandshake => Some(EndReason::Eof),
+                other => Some(EndReason::Protocol(other.to_string())),
+            },
+            WsError::Capacity(capacity) => Some(EndReason::TooLarge(capacity.to_string())),
+            WsError::Utf8(detail) => Some(EndReason::Protocol(format!("invalid UTF-8 in a text message: {detail}"))),
+            WsError::Tls(error) => Some(EndReason::Io(error.to_string())),
+            other => Some(EndReason::Protocol(other.to_string())),
+        }
+    }
+
+    fn batch_due(&self) -> bool {
+        if self.batch.is_empty() {
+            return false;
+        }
+        if self.batch.payload_bytes() >= self.task.settings.batch_size {
+            return true;
+        }
+        let age = unix_nanos().saturating_sub(self.batch_started_ns);
+        age >= self.task.settings.batch_delay.as_nanos() as u64
+    }
+
+    /// Hands the batch to the pipeline without blocking. When the queue is
+    /// full the batch is kept and grows, up to four batch sizes, so a short
+    /// stall of the pipeline loses nothing; past that it is dropped and
+    /// counted.
+    fn hand_over(&mut self) {
+        let batch = std::mem::replace(&mut self.batch, FrameBatch::new(self.task.connection, 0));
+        match self.task.frames.try_send(batch) {
+            Ok(()) => {
+                self.task.stats.batches.inc();
+                self.batch = FrameBatch::new(self.task.connection, self.task.settings.batch_size);
+            }
+            Err(TrySendError::Full(batch)) => {
+                if batch.payload_bytes() < self.task.settings.batch_size.saturating_mul(4) {
+                    self.batch = batch;
+                    return;
+                }
+                let dropped = batch.len() as u64;
+                self.task.stats.frames_dropped.add(dropped);
+                if let Some(suppressed) = self.drop_log.allow(Instant::now()) {
+                    log::warn!(
+                        "conn={} pipeline queue full, dropped {dropped} frames \
+                         ({suppressed} more drops since the last warning)",
+                        self.task.connection
+                    );
+                }
+                self.batch = FrameBatch::new(self.task.connection, self.task.settings.batch_size);
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                log::debug!("conn={} pipeline gone, discarding batch", self.task.connection);
+            }
+        }
+    }
+
+    /// Hands over what is left when the connection ends. Waiting here is
+    /// allowed: the socket is done, so no ping can go unanswered.
+    fn finish_batch(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::replace(&mut self.batch, FrameBatch::new(self.task.connection, 0));
+        let count = batch.len() as u64;
+        match self.task.frames.send_timeout(batch, FINAL_SEND_WAIT) {
+            Ok(()) => self.task.stats.batches.inc(),
+            Err(_) => {
+                self.task.stats.frames_dropped.add(count);
+                log::error!(
+                    "conn={} dropped the last {count} frames: the pipeline did not take them within {:?}",
+                    self.task.connection,
+                    FINAL_SEND_WAIT
+                );
+            }
+        }
+    }
+
+    fn set_poll(&mut self) {
+        let wanted = if self.batch.is_empty() {
+            IDLE_POLL
+        } else {
+            self.task.settings.batch_delay.max(Duration::from_millis(1))
+        };
+        if wanted != self.poll {
+            if let Err(error) = self.socket.get_ref().tcp().set_read_timeout(Some(wanted)) {
+                log::debug!("conn={} failed to set the read timeout: {error}", self.task.connection);
+            }
+            self.poll = wanted;
+        }
+    }
+}
+
+/// Connects TCP, TLS (for `wss`) and WebSocket, each within the timeout.
+fn connect(settings: &ReaderSettings, url: &str) -> Result<Socket, EndReason> {
+    let endpoint = &settings.endpoint;
+    let tcp = connect_tcp(endpoint, settings.connect_timeout)?;
+    let transport = if endpoint.secure {
+        Transport::Tls(Box::new(handshake_tls(tcp, settings)?))
+    } else {
+        Transport::Plain(tcp)
+    };
+
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(settings.max_message_size))
+        .max_frame_size(Some(settings.max_frame_size));
+    match tungstenite::client::client_with_config(url, transport, Some(config)) {
+        Ok((socket, _response)) => {
+            socket
+                .get_ref()
+                .tcp()
+                .set_write_timeout(Some(settings.connect_timeout))
+                .map_err(|error| EndReason::Io(error.to_string()))?;
+            Ok(socket)
+        }
+        Err(HandshakeError::Interrupted(_)) => Err(EndReason::HandshakeTimeout),
+        Err(HandshakeError::Failure(error)) => Err(handshake_failure(error, &endpoint.host)),
+    }
+}
+
+fn connect_tcp(endpoint: &Endpoint, timeout: Duration) -> Result<TcpStream, EndReason> {
+    let addresses = (endpoint.host.as_str(), endpoint.port)
+        .to_socket_addrs()
+        .map_err(|error| EndReason::ConnectFailed(format!("cannot resolve {}: {error}", endpoint.host)))?;
+
+    let mut last_error = None;
+    for address in addresses {
+        match TcpStream::connect_timeout(&address, timeout) {
+            Ok(tcp) => {
+                let setup = tcp
+                    .set_nodelay(true)
+                    .and_then(|()| tcp.set_read_timeout(Some(timeout)))
+                    .and_then(|()| tcp.set_write_timeout(Some(timeout)));
+                setup.map_err(|error| EndReason::Io(error.to_string()))?;
+                return Ok(tcp);
+            }
+            Err(error) => last_error = Some(format!("{address}: {error}")),
+        }
+    }
+    Err(EndReason::ConnectFailed(
+        last_error.unwrap_or_else(|| format!("{} resolved to no address", endpoint.host)),
+    ))
+}
+
+fn handshake_tls(
+    mut tcp: TcpStream,
+    settings: &ReaderSettings,
+) -> Result<StreamOwned<ClientConnection, TcpStream>, EndReason> {
+    let host = &settings.endpoint.host;
+    let name = ServerName::try_from(host.clone()).map_err(|error| EndReason::Tls {
+        label: "invalid_name",
+        message: format!("{host:?} is not a valid TLS server name: {error}"),
+    })?;
+    let mut tls = ClientConnection::new(settings.tls.clone(), name).map_err(|error| EndReason::Tls {
+        label: tls::failure_label(&error),
+        message: tls::describe_failure(&error, host),
+    })?;
+
+    // Completing the handshake here, before any WebSocket byte, means a
+    // server whose certificate does not verify is never read from.
+    while tls.is_handshaking() {
+        if let Err(error) = tls.complete_io(&mut tcp) {
+            return Err(match tls::rustls_error(&error) {
+                Some(tls_error) => EndReason::Tls {
+                    label: tls::failure_label(tls_error),
+                    message: tls::describe_failure(tls_error, host),
+                },
+                None if is_timeout(&error) => EndReason::HandshakeTimeout,
+                None => io_end_reason(&error, host),
+            });
+        }
+    }
+    Ok(StreamOwned::new(tls, tcp))
+}
+
+fn handshake_failure(error: tungstenite::Error, host: &str) -> EndReason {
+    match error {
+        tungstenite::Error::Http(response) => {
+            let retry_after = response
+                .headers()
+                .get("retry-after")
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            EndReason::Rejected { status: response.status().as_u16(), retry_after }
+        }
+        tungstenite::Error::Io(error) if is_timeout(&error) => EndReason::HandshakeTimeout,
+        tungstenite::Error::Io(error) => io_end_reason(&error, host),
+        other => EndReason::Protocol(format!("WebSocket handshake failed: {other}")),
+    }
+}
+
+fn io_end_reason(error: &io::Error, host: &str) -> EndReason {
+    if let Some(tls_error) = tls::rustls_error(error) {
+        return EndReason::Tls {
+            label: tls::failure_label(tls_error),
+            message: tls::describe_failure(tls_error, host),
+        };
+    }
+    match error.kind() {
+        io::ErrorKind::UnexpectedEof => EndReason::Eof,
+        _ => EndReason::Io(error.to_string()),
+    }
+}
+
+/// A read timeout shows as `WouldBlock` on Unix and `TimedOut` on Windows.
+fn is_timeout(error: &io::Error) -> bool {
+    matches!(error.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
+}
+
+fn unix_nanos() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_nanos() as u64)
+}
+
+/// A client stream: TLS, or plain TCP for debugging against a local server.
+#[derive(Debug)]
+pub enum Transport {
+    /// `wss`.
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+    /// `ws`.
+    Plain(TcpStream),
+}
+
+impl Transport {
+    fn tcp(&self) -> &TcpStream {
+        match self {
+            Transport::Tls(stream) => stream.get_ref(),
+            Transport::Plain(stream) => stream,
+        }
+    }
+}
+
+impl Read for Transport {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Transport::Tls(stream) => stream.read(buf),
+            Transport::Plain(stream) => stream.read(buf),
+        }
+    }
+}
+
+impl Write for Transport {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Transport::Tls(stream) => stream.write(buf),
+            Transport::Plain(stream) => stream.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Transport::Tls(stream) => stream.flush(),
+            Transport::Plain(stream) => stream.flush(),
+        }
+    }
+}
