@@ -1,14 +1,29 @@
-//! Validated settings of the service.
+//! Settings of the service: the validated [`Config`], the table of keys it
+//! is read from, and the three sources that set them.
 //!
-//! SKELETON: the struct and its defaults are fixed; parsing of the `KEY=value`
-//! file, the environment and the flags is being written.
+//! Runs on the main thread at start-up, before any worker starts. Values
+//! come from built-in defaults, then a `KEY=value` file, then
+//! `BINANCE_INGEST_*` environment variables, then command-line flags; a
+//! later source overrides an earlier one. Every value is parsed and checked
+//! once here and a bad one stops start-up, so the rest of the service never
+//! sees an invalid setting. This module never sets environment variables
+//! and never logs a value it rejects except through the returned error.
 
+use std::fs;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::error::{ConfigError, Error};
 use crate::plan::RoutingRules;
 use crate::venue::{Endpoint, Venue};
+
+mod file;
+mod keys;
+mod units;
+
+pub use keys::{KEY_PREFIX, KEYS, Key, MAX_CACHE_SIZE, MIN_CACHE_SIZE, closest_key};
+pub use units::{format_duration, format_size, parse_bool, parse_duration, parse_size};
 
 /// Resolved, validated configuration. Built once at start.
 #[derive(Clone, Debug, PartialEq)]
@@ -68,6 +83,9 @@ pub struct Config {
     /// `BINANCE_INGEST_MAX_STREAMS`: upper bound on configured streams, which
     /// bounds every per-stream table. Defaults to 4096.
     pub max_streams: usize,
+    /// Where each value came from; not part of the settings, so it never
+    /// affects equality. Defaults to [`Source::Default`] for every key.
+    pub sources: Sources,
 }
 
 impl Default for Config {
@@ -96,13 +114,344 @@ impl Default for Config {
             http_threads: 2,
             dedup_window: 256,
             max_streams: 4096,
+            sources: Sources::default(),
         }
     }
 }
 
+/// Where a value came from, lowest precedence first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Source {
+    /// Built into the program.
+    Default,
+    /// The `--config` file.
+    File,
+    /// A `BINANCE_INGEST_*` environment variable.
+    Env,
+    /// A command-line flag.
+    Flag,
+}
+
+impl Source {
+    /// Word used in `describe` output: default, file, env or flag.
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Default => "default",
+            Source::File => "file",
+            Source::Env => "env",
+            Source::Flag => "flag",
+        }
+    }
+}
+
+/// Source of each key's value, indexed like [`KEYS`].
+///
+/// Two `Sources` always compare equal, because provenance is not a setting:
+/// configs with the same values are the same configuration wherever the
+/// values came from.
+#[derive(Clone, Debug, Default)]
+pub struct Sources(Vec<Source>);
+
+impl Sources {
+    /// Source of the key at `index` in [`KEYS`].
+    pub fn get(&self, index: usize) -> Source {
+        self.0.get(index).copied().unwrap_or(Source::Default)
+    }
+
+    fn set(&mut self, index: usize, source: Source) {
+        if self.0.len() <= index {
+            self.0.resize(index + 1, Source::Default);
+        }
+        self.0[index] = source;
+    }
+}
+
+impl PartialEq for Sources {
+    fn eq(&self, _: &Sources) -> bool {
+        true
+    }
+}
+
+/// One value given for a key, before it is applied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Setting {
+    /// Index of the key in [`KEYS`].
+    pub key: usize,
+    /// Value as given, with quotes removed.
+    pub value: String,
+    /// Kind of source, which sets the precedence.
+    pub source: Source,
+    /// Where the value was given, for error messages, such as
+    /// `in /etc/binance-ingest.conf line 3` or `by --cache-size`.
+    pub origin: String,
+}
+
+/// Reads the settings of a `KEY=value` file such as `--config FILE`.
+///
+/// # Errors
+/// [`Error::File`] when the file cannot be read, and [`Error::Config`]
+/// for a malformed line, an unknown key or a key given twice.
+pub fn read_file(path: &Path) -> Result<Vec<Setting>, Error> {
+    let text = fs::read_to_string(path).map_err(|source| Error::File {
+        action: "read the config file",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_file(&text, &path.display().to_string())
+}
+
+/// Parses the text of a settings file; `name` is used in error messages.
+///
+/// # Errors
+/// As [`read_file`], except that nothing is read from disk.
+pub fn parse_file(text: &str, name: &str) -> Result<Vec<Setting>, Error> {
+    let lines = file::parse_lines(text).map_err(|(number, problem)| ConfigError {
+        key: format!("{name} line {number}"),
+        value: text.lines().nth(number - 1).unwrap_or_default().trim().to_string(),
+        problem,
+    })?;
+    let mut settings: Vec<Setting> = Vec::with_capacity(lines.len());
+    let mut first_line: Vec<Option<usize>> = vec![None; KEYS.len()];
+    for line in lines {
+        let origin = format!("in {name} line {}", line.number);
+        let key = lookup_key(&line.key).ok_or_else(|| ConfigError {
+            key: line.key.clone(),
+            value: line.value.clone(),
+            problem: format!("unknown key {origin}{}", hint(&line.key)),
+        })?;
+        if let Some(first) = first_line[key] {
+            return Err(ConfigError {
+                key: line.key,
+                value: line.value,
+                problem: format!("set twice in {name}, on lines {first} and {}", line.number),
+            }
+            .into());
+        }
+        first_line[key] = Some(line.number);
+        settings.push(Setting { key, value: line.value, source: Source::File, origin });
+    }
+    Ok(settings)
+}
+
+/// Picks the `BINANCE_INGEST_*` variables out of `env`, such as
+/// `std::env::vars_os()` converted to strings.
+///
+/// # Errors
+/// [`Error::Config`] for a variable with the prefix that names no key, so a
+/// misspelt setting never goes unnoticed.
+pub fn env_settings(
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Vec<Setting>, Error> {
+    let mut settings = Vec::new();
+    for (name, value) in env {
+        if !name.starts_with(KEY_PREFIX) {
+            continue;
+        }
+        let key = lookup_key(&name).ok_or_else(|| ConfigError {
+            key: name.clone(),
+            value: value.clone(),
+            problem: format!("unknown environment variable{}", hint(&name)),
+        })?;
+        let origin = "in the environment".to_string();
+        settings.push(Setting { key, value, source: Source::Env, origin });
+    }
+    Ok(settings)
+}
+
+/// Builds the setting of a command-line flag; `flag` has no leading dashes,
+/// such as `cache-size`.
+///
+/// # Errors
+/// [`Error::Usage`] when no key has that flag.
+pub fn flag_setting(flag: &str, value: String) -> Result<Setting, Error> {
+    let key = KEYS.iter().position(|key| key.flag_name() == flag).ok_or_else(|| {
+        let hint = closest_key(flag).map(|key| format!("; did you mean --{}?", key.flag_name()));
+        Error::Usage(format!("unknown option --{flag}{}", hint.unwrap_or_default()))
+    })?;
+    Ok(Setting { key, value, source: Source::Flag, origin: format!("by --{flag}") })
+}
+
+/// Returns the index of the key named `name` with its prefix.
+fn lookup_key(name: &str) -> Option<usize> {
+    let short = name.strip_prefix(KEY_PREFIX)?;
+    KEYS.iter().position(|key| key.name == short)
+}
+
+fn hint(name: &str) -> String {
+    match closest_key(name) {
+        Some(key) => format!("; did you mean {}?", key.env_name()),
+        None if !name.starts_with(KEY_PREFIX) => {
+            format!("; keys start with {KEY_PREFIX}, and the list is in --help")
+        }
+        None => "; the list of keys is in --help".to_string(),
+    }
+}
+
 impl Config {
+    /// Applies `settings` over the defaults in precedence order (file, then
+    /// environment, then flags; within one source, later wins) and
+    /// validates the result.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the key, the value, what is accepted and
+    /// where the value was set. A bad value fails even when a source of
+    /// higher precedence overrides it.
+    pub fn resolve(settings: impl IntoIterator<Item = Setting>) -> Result<Config, Error> {
+        let mut settings: Vec<Setting> = settings.into_iter().collect();
+        settings.sort_by_key(|setting| setting.source);
+
+        let mut config = Config::default();
+        for setting in settings {
+            // Setting values come from lookup_key and flag_setting, which
+            // only return indices into KEYS; get() guards hand-made ones.
+            let Some(key) = KEYS.get(setting.key) else {
+                return Err(Error::Usage(format!("no key with index {}", setting.key)));
+            };
+            (key.apply)(&mut config, &setting.value).map_err(|problem| ConfigError {
+                key: key.env_name(),
+                value: setting.value.clone(),
+                problem: format!("{problem} (set {})", setting.origin),
+            })?;
+            config.sources.set(setting.key, setting.source);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value and the relations between them, and that the CA
+    /// file can be read. [`Config::resolve`] calls this; call it again on a
+    /// config built in code.
+    ///
+    /// # Errors
+    /// The first problem found; relations name both keys.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        // Parsing each value's text form again runs the same checks a value
+        // read from settings gets, so a config built in code cannot skip them.
+        let mut scratch = Config::default();
+        for key in KEYS {
+            let text = key.value_text(self);
+            (key.apply)(&mut scratch, &text).map_err(|problem| invalid(key, text, problem))?;
+        }
+        self.validate_relations()?;
+        if let Some(path) = &self.ca_file {
+            check_ca_file(path)
+                .map_err(|problem| invalid(key("CA_FILE"), path.display().to_string(), problem))?;
+        }
+        Ok(())
+    }
+
+    fn validate_relations(&self) -> Result<(), ConfigError> {
+        let text = |name: &str| key(name).value_text(self);
+        if self.streams.len() > self.max_streams {
+            let value = format!("{} streams", self.streams.len());
+            let problem = format!(
+                "more than BINANCE_INGEST_MAX_STREAMS={} allows; remove streams or raise the limit",
+                self.max_streams
+            );
+            return Err(invalid(key("STREAMS"), value, problem));
+        }
+        let pairs = [
+            (self.reconnect_min <= self.reconnect_max, "RECONNECT_MIN", "RECONNECT_MAX"),
+            (self.max_frame_size <= self.max_message_size, "MAX_FRAME_SIZE", "MAX_MESSAGE_SIZE"),
+            (self.batch_size <= self.max_message_size, "BATCH_SIZE", "MAX_MESSAGE_SIZE"),
+        ];
+        for (holds, lower, upper) in pairs {
+            if !holds {
+                let problem = format!(
+                    "must not exceed {}={}; lower it or raise {}",
+                    key(upper).env_name(),
+                    text(upper),
+                    key(upper).env_name()
+                );
+                return Err(invalid(key(lower), text(lower), problem));
+            }
+        }
+        Ok(())
+    }
+
     /// Endpoint to connect to: the override, else the venue's.
     pub fn effective_endpoint(&self) -> Endpoint {
         self.endpoint.clone().unwrap_or_else(|| self.venue.default_endpoint())
     }
+
+    /// Source of the value of the key named `name` (without prefix, such as
+    /// `CACHE_SIZE`), or `None` for an unknown name.
+    pub fn source_of(&self, name: &str) -> Option<Source> {
+        KEYS.iter().position(|key| key.name == name).map(|index| self.sources.get(index))
+    }
+
+    /// Writes the settings as `KEY=value` lines that read back as the same
+    /// config, for `check-config`. A comment line above a value names its
+    /// source when that is not the default; it stands on its own line
+    /// because systemd's `EnvironmentFile=` has no trailing comments.
+    pub fn describe(&self) -> String {
+        let mut out = String::from(
+            "# binance-ingest settings as resolved; valid as a --config file.\n\
+             # A value without a comment line above it is the built-in default.\n",
+        );
+        for (index, key) in KEYS.iter().enumerate() {
+            let source = self.sources.get(index);
+            if source != Source::Default {
+                out.push_str(&format!("# from {}\n", source.name()));
+            }
+            out.push_str(&format!("{}={}\n", key.env_name(), file::quote(&key.value_text(self))));
+        }
+        out
+    }
 }
+
+/// Writes the sample settings file shipped as `etc/binance-ingest.conf`:
+/// every key commented out with its default and meaning.
+pub fn sample_file() -> String {
+    let defaults = Config::default();
+    let mut out = String::from(
+        "# binance-ingest settings: one KEY=value per line, read with --config FILE\n\
+         # or by systemd's EnvironmentFile=. Environment variables override this\n\
+         # file, and command-line flags (--cache-size 64MiB) override both.\n\
+         #\n\
+         # Durations take a unit: 250ms, 30s, 5m, 4h, 1h30m. Sizes are bytes or\n\
+         # take a binary unit: 512KiB, 64MiB, 1GiB (KB, MB and GB are rejected\n\
+         # as ambiguous). Booleans: true, false, 1, 0, yes, no. Values may be\n\
+         # quoted; a # after a value is part of the value.\n\
+         #\n\
+         # Every line below shows the built-in default.\n",
+    );
+    for key in KEYS {
+        out.push_str(&format!(
+            "\n# {}\n#{}={}\n",
+            key.help,
+            key.env_name(),
+            file::quote(&key.value_text(&defaults))
+        ));
+    }
+    out
+}
+
+/// Returns the table entry named `name`.
+///
+/// # Panics
+/// When no key has that name; callers pass literals from [`KEYS`], which
+/// the tests cover.
+fn key(name: &str) -> &'static Key {
+    match KEYS.iter().find(|key| key.name == name) {
+        Some(key) => key,
+        None => panic!("no configuration key named {name}"),
+    }
+}
+
+fn invalid(key: &Key, value: String, problem: String) -> ConfigError {
+    ConfigError { key: key.env_name(), value, problem }
+}
+
+/// Checks that `path` can be read and contains a PEM certificate, so a
+/// wrong path fails at start-up and not at the first connection.
+fn check_ca_file(path: &Path) -> Result<(), String> {
+    let text = fs::read(path).map_err(|error| format!("cannot read the file: {error}"))?;
+    if !text.windows(27).any(|window| window == b"-----BEGIN CERTIFICATE-----") {
+        return Err("the file contains no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
