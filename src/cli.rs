@@ -2,11 +2,11 @@
 //! settings key, `--help` and `--version`.
 //!
 //! Runs on the main thread before anything else starts. It reads the
-//! config file named on the command line but takes the environment as an
-//! argument, so tests pass a fake one; it never reads or sets process
-//! environment variables itself and never prints. Help text is generated
-//! from the key table in `config`, so it lists exactly the keys the parser
-//! accepts.
+//! config file named on the command line, but takes the environment as an
+//! argument so that tests can pass a fake one. It never sets environment
+//! variables and never prints: the caller prints help, version and
+//! `check-config` output. Help text is generated from the key table in
+//! `config`, so it lists exactly the keys the parser accepts.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -16,7 +16,7 @@ use lexopt::Arg;
 use crate::config::{self, Config, KEYS, Setting};
 use crate::error::Error;
 
-/// What the process was asked to do.
+/// Action requested on the command line.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
     /// Run the service (`binance-ingest` or `binance-ingest run`).
@@ -70,12 +70,14 @@ pub fn parse_command(
                 }
             }
             Arg::Long(flag) => {
-                let flag = flag.to_string();
+                // Look the flag up before taking its value, so a misspelt
+                // flag is reported as unknown and not as missing a value.
+                let mut setting = config::flag_setting(flag, String::new())?;
                 let value = parser.value().map_err(usage)?;
-                let value = value.into_string().map_err(|value| {
-                    Error::Usage(format!("--{flag} has a value that is not UTF-8: {value:?}"))
+                setting.value = value.into_string().map_err(|value| {
+                    Error::Usage(format!("a value of {} is not UTF-8: {value:?}", setting.origin))
                 })?;
-                flags.push(config::flag_setting(&flag, value)?);
+                flags.push(setting);
             }
             Arg::Value(value) if subcommand.is_none() => {
                 let name = value.to_string_lossy().into_owned();
@@ -276,6 +278,8 @@ mod tests {
     fn unknown_flag_is_rejected() {
         let message = usage_message(run(&["--cache-siz", "1MiB"], &[]));
         assert!(message.contains("did you mean --cache-size?"), "{message}");
+        let message = usage_message(run(&["--bogus"], &[]));
+        assert!(message.contains("unknown option --bogus"), "{message}");
         let message = usage_message(run(&["-x"], &[]));
         assert!(message.contains("-x"), "{message}");
     }

@@ -6,7 +6,7 @@
 //! `BINANCE_INGEST_*` environment variables, then command-line flags; a
 //! later source overrides an earlier one. Every value is parsed and checked
 //! once here and a bad one stops start-up, so the rest of the service never
-//! sees an invalid setting. This module never sets environment variables
+//! receives an invalid setting. This module never sets environment variables
 //! and never logs a value it rejects except through the returned error.
 
 use std::fs;
@@ -83,8 +83,8 @@ pub struct Config {
     /// `BINANCE_INGEST_MAX_STREAMS`: upper bound on configured streams, which
     /// bounds every per-stream table. Defaults to 4096.
     pub max_streams: usize,
-    /// Where each value came from; not part of the settings, so it never
-    /// affects equality. Defaults to [`Source::Default`] for every key.
+    /// Origin of each value. It is not a setting, so it never affects
+    /// equality. Defaults to [`Source::Default`] for every key.
     pub sources: Sources,
 }
 
@@ -119,7 +119,7 @@ impl Default for Config {
     }
 }
 
-/// Where a value came from, lowest precedence first.
+/// Origin of a value, lowest precedence first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Source {
     /// Built into the program.
@@ -181,7 +181,7 @@ pub struct Setting {
     pub value: String,
     /// Kind of source, which sets the precedence.
     pub source: Source,
-    /// Where the value was given, for error messages, such as
+    /// Place the value was given, for error messages, such as
     /// `in /etc/binance-ingest.conf line 3` or `by --cache-size`.
     pub origin: String,
 }
@@ -382,7 +382,7 @@ impl Config {
 
     /// Writes the settings as `KEY=value` lines that read back as the same
     /// config, for `check-config`. A comment line above a value names its
-    /// source when that is not the default; it stands on its own line
+    /// source when that is not the default. The comment is on its own line
     /// because systemd's `EnvironmentFile=` has no trailing comments.
     pub fn describe(&self) -> String {
         let mut out = String::from(

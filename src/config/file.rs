@@ -1,8 +1,13 @@
 //! Reader of `KEY=value` settings files in systemd `EnvironmentFile=` syntax.
 //!
-//! Runs on the main thread at start-up. It splits lines and removes quotes
-//! only; it never interprets keys or values, so a file it accepts works the
-//! same way when systemd loads it into the environment.
+//! Runs on the main thread at start-up. It follows systemd's comment,
+//! quoting and trimming rules so that one file can serve both `--config`
+//! and `EnvironmentFile=`. It never interprets keys or values.
+//!
+//! NOTE: systemd joins a line that ends in a backslash with the next one
+//! (systemd.exec(5), `EnvironmentFile=`); this reader does not, so the next
+//! line is read as a setting of its own. Unlike systemd, it also rejects a
+//! line without `=` instead of skipping it, so a typo cannot hide.
 
 /// One `KEY=value` line of a settings file.
 #[derive(Clone, Debug, PartialEq, Eq)]

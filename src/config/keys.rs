@@ -20,8 +20,8 @@ pub const KEY_PREFIX: &str = "BINANCE_INGEST_";
 
 /// Smallest accepted cache ring, 1 MiB.
 pub const MIN_CACHE_SIZE: u64 = 1 << 20;
-/// Largest accepted cache ring, 16 GiB. The ring lives in memory, so a
-/// larger value is far more likely a typo (GiB for MiB) than a plan.
+/// Largest accepted cache ring, 16 GiB. The ring lives in memory; the bound
+/// is a judgment that catches unit typos such as 64GiB for 64MiB.
 pub const MAX_CACHE_SIZE: u64 = 16 << 30;
 /// Longest accepted instance name; it goes into part-file names.
 pub const MAX_INSTANCE_LEN: usize = 64;
@@ -325,6 +325,18 @@ fn parse_streams(text: &str) -> Result<Vec<String>, String> {
     let mut streams: Vec<String> = Vec::new();
     for name in text.split(',').map(str::trim) {
         validate_stream_name(name)?;
+        if let Some((symbol, _)) = name.split_once('@').filter(|_| !name.starts_with('!')) {
+            // "All symbols for streams are lowercase": Binance spot WebSocket
+            // streams documentation, General WSS information.
+            if symbol.contains(|c: char| c.is_ascii_uppercase()) {
+                return Err(format!(
+                    "stream name {name:?} has an uppercase symbol; Binance stream symbols are \
+                     lowercase, e.g. {}@{}",
+                    symbol.to_ascii_lowercase(),
+                    &name[symbol.len() + 1..]
+                ));
+            }
+        }
         if !streams.iter().any(|known| known == name) {
             streams.push(name.to_string());
         }
@@ -445,7 +457,8 @@ mod tests {
     fn key_names_are_unique_and_documented() {
         for (i, key) in KEYS.iter().enumerate() {
             assert!(KEYS[..i].iter().all(|other| other.name != key.name), "{}", key.name);
-            assert!(!key.help.is_empty() && key.help.len() <= 76, "{}", key.name);
+            assert!(!key.help.is_empty(), "{}", key.name);
+            assert!(key.help.len() <= 76, "{}", key.name);
             assert!(key.name.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'), "{}", key.name);
         }
     }

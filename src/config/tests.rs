@@ -74,6 +74,7 @@ fn bad_values_name_the_key() {
         ("STREAMS", "btcusdt@trade,,ethusdt@trade", "empty stream name"),
         ("STREAMS", "btcusdt", "<symbol>@<type>"),
         ("STREAMS", "btc/usdt@trade", "allowed are"),
+        ("STREAMS", "BTCUSDT@aggTrade", "e.g. btcusdt@aggTrade"),
         ("ENDPOINT", "https://x", "wss://"),
         ("ENDPOINT", "wss://x/stream", "no path"),
         ("ENDPOINT", "ws://stream.binance.com", "loopback"),
