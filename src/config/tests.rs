@@ -343,3 +343,14 @@ fn sample_file_lists_every_key() {
     assert_eq!(Config::resolve(parse_file(&text, "sample").unwrap()).unwrap(), defaults);
     assert_eq!(Config::resolve(parse_file(&uncommented, "sample").unwrap()).unwrap(), defaults);
 }
+
+#[test]
+fn reference_table_has_a_row_per_key() {
+    let table = reference_table();
+    assert_eq!(table.lines().count(), KEYS.len() + 2);
+    assert!(
+        table.contains("| `BINANCE_INGEST_CACHE_SIZE` | `--cache-size SIZE` | `64MiB` |"),
+        "{table}"
+    );
+    assert!(table.contains("| `BINANCE_INGEST_ENDPOINT` | `--endpoint URL` | (none) |"), "{table}");
+}
