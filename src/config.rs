@@ -10,6 +10,7 @@
 //! and never logs a value it rejects except through the returned error.
 
 use std::fs;
+use std::io::Read;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -26,6 +27,9 @@ mod units;
 pub use keys::{KEY_PREFIX, KEYS, Key, MAX_CACHE_SIZE, MIN_CACHE_SIZE, closest_key};
 pub use sources::{Setting, Source, Sources, env_settings, flag_setting, parse_file, read_file};
 pub use units::{format_duration, format_size, parse_bool, parse_duration, parse_size};
+
+/// Largest CA file read, 16 MiB.
+const MAX_CA_FILE_SIZE: u64 = 16 << 20;
 
 /// Resolved, validated configuration. Built once at start.
 #[derive(Clone, Debug, PartialEq)]
@@ -301,7 +305,16 @@ fn invalid(key: &Key, value: String, problem: String) -> ConfigError {
 /// Checks that `path` can be read and contains a PEM certificate, so a
 /// wrong path fails at start-up and not at the first connection.
 fn check_ca_file(path: &Path) -> Result<(), String> {
-    let text = fs::read(path).map_err(|error| format!("cannot read the file: {error}"))?;
+    let failed = |error: std::io::Error| format!("failed to read the file: {error}");
+    let mut text = Vec::new();
+    // The limit keeps a path such as /dev/zero from reading forever; CA
+    // bundles are a few hundred KiB.
+    fs::File::open(path)
+        .and_then(|file| file.take(MAX_CA_FILE_SIZE + 1).read_to_end(&mut text))
+        .map_err(failed)?;
+    if text.len() as u64 > MAX_CA_FILE_SIZE {
+        return Err(format!("the file is larger than {}", format_size(MAX_CA_FILE_SIZE)));
+    }
     if !text.windows(27).any(|window| window == b"-----BEGIN CERTIFICATE-----") {
         return Err("the file contains no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
     }

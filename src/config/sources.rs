@@ -127,8 +127,8 @@ pub fn parse_file(text: &str, name: &str) -> Result<Vec<Setting>, Error> {
     Ok(settings)
 }
 
-/// Picks the `BINANCE_INGEST_*` variables out of `env`, such as
-/// `std::env::vars_os()` converted to strings.
+/// Picks the `BINANCE_INGEST_*` variables out of `env`, such as the
+/// output of `cli::process_env`.
 ///
 /// # Errors
 /// [`Error::Config`] for a variable with the prefix that names no key, so a

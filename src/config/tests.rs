@@ -78,7 +78,7 @@ fn bad_values_name_the_key() {
         ("ENDPOINT", "https://x", "wss://"),
         ("ENDPOINT", "wss://x/stream", "no path"),
         ("ENDPOINT", "ws://stream.binance.com", "loopback"),
-        ("CA_FILE", "/nonexistent/ca.pem", "cannot read"),
+        ("CA_FILE", "/nonexistent/ca.pem", "failed to read"),
         ("DATA_DIR", "", "expected a path"),
         ("DATA_DIR", "data\n", "control character"),
         ("HTTP_ADDR", "localhost:9780", "IP:port"),
@@ -272,7 +272,7 @@ fn ca_file_must_hold_a_certificate() {
 
     let folder = dir.0.display().to_string();
     let error = config_error(Config::resolve([setting("CA_FILE", &folder, Source::Flag)]));
-    assert!(error.problem.contains("cannot read"), "{}", error.problem);
+    assert!(error.problem.contains("failed to read"), "{}", error.problem);
 }
 
 #[test]
