@@ -254,6 +254,24 @@ mod tests {
     }
 
     #[test]
+    fn empty_env_value_clears_file_value() {
+        let path = temp_file(
+            "clear.conf",
+            "BINANCE_INGEST_ENDPOINT='wss://127.0.0.1:9443'\nBINANCE_INGEST_VENUE=\"usdm\"\n",
+        );
+        let config_arg = format!("--config={}", path.display());
+        let with_file = run(&[&config_arg], &[]);
+        let cleared = run(&[&config_arg], &[("BINANCE_INGEST_ENDPOINT", "")]);
+        fs::remove_file(&path).unwrap();
+        let with_file = config_of(with_file.unwrap());
+        assert_eq!(with_file.endpoint.map(|e| e.origin()), Some("wss://127.0.0.1:9443".into()));
+        assert_eq!(with_file.venue.name(), "usdm");
+        let cleared = config_of(cleared.unwrap());
+        assert_eq!(cleared.endpoint, None);
+        assert_eq!(cleared.source_of("ENDPOINT"), Some(Source::Env));
+    }
+
+    #[test]
     fn missing_config_file_is_named() {
         let result = run(&["--config", "/nonexistent/binance-ingest.conf"], &[]);
         match result {

@@ -5,7 +5,7 @@
 //! and `EnvironmentFile=`. It never interprets keys or values.
 //!
 //! NOTE: systemd joins a line that ends in a backslash with the next one
-//! (systemd.exec(5), `EnvironmentFile=`); this reader does not, so the next
+//! (systemd.exec(5), `EnvironmentFile=`). This reader does not, so the next
 //! line is read as a setting of its own. Unlike systemd, it also rejects a
 //! line without `=` instead of skipping it, so a typo cannot hide.
 

@@ -163,7 +163,7 @@ pub static KEYS: &[Key] = &[
     Key {
         name: "FLUSH_INTERVAL",
         placeholder: "DURATION",
-        help: "longest time written records wait in the sink's buffer, 1ms to 1s",
+        help: "maximum time written records wait in the sink's buffer, 1ms to 1s",
         apply: |c, v| {
             c.flush_interval = duration_in(v, MS, SECOND)?;
             Ok(())
@@ -267,7 +267,7 @@ pub static KEYS: &[Key] = &[
     Key {
         name: "BATCH_DELAY",
         placeholder: "DURATION",
-        help: "longest time a reader holds frames before handing them on, 0s to 1s",
+        help: "maximum time a reader keeps frames before handing them on, 0s to 1s",
         apply: |c, v| {
             c.batch_delay = duration_in(v, Duration::ZERO, SECOND)?;
             Ok(())

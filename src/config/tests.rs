@@ -330,7 +330,12 @@ fn sample_file_lists_every_key() {
         );
         assert!(text.contains(key.help), "{} lacks the help of {}", path.display(), key.name);
     }
-    assert_eq!(text, sample_file(), "regenerate {} from sample_file()", path.display());
+    let expected = sample_file();
+    assert!(
+        text == expected,
+        "{} is out of date; replace it with the text between the lines:\n---\n{expected}---",
+        path.display()
+    );
 
     // The same file with every line uncommented must be a valid configuration.
     let uncommented: String = text
