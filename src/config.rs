@@ -1,14 +1,35 @@
-//! Validated settings of the service.
+//! Settings of the service: the validated [`Config`], the table of keys it
+//! is read from, and the three sources that set them.
 //!
-//! SKELETON: the struct and its defaults are fixed; parsing of the `KEY=value`
-//! file, the environment and the flags is being written.
+//! Runs on the main thread at start-up, before any worker starts. Values
+//! come from built-in defaults, then a `KEY=value` file, then
+//! `BINANCE_INGEST_*` environment variables, then command-line flags; a
+//! later source overrides an earlier one. Every value is parsed and checked
+//! once here and a bad one stops start-up, so the rest of the service never
+//! receives an invalid setting. This module never sets environment variables
+//! and never logs a value it rejects except through the returned error.
 
+use std::fs;
+use std::io::Read;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::error::{ConfigError, Error};
 use crate::plan::RoutingRules;
 use crate::venue::{Endpoint, Venue};
+
+mod file;
+mod keys;
+mod sources;
+mod units;
+
+pub use keys::{KEY_PREFIX, KEYS, Key, MAX_CACHE_SIZE, MIN_CACHE_SIZE, closest_key};
+pub use sources::{Setting, Source, Sources, env_settings, flag_setting, parse_file, read_file};
+pub use units::{format_duration, format_size, parse_bool, parse_duration, parse_size};
+
+/// Largest CA file read, 16 MiB.
+const MAX_CA_FILE_SIZE: u64 = 16 << 20;
 
 /// Resolved, validated configuration. Built once at start.
 #[derive(Clone, Debug, PartialEq)]
@@ -68,6 +89,9 @@ pub struct Config {
     /// `BINANCE_INGEST_MAX_STREAMS`: upper bound on configured streams, which
     /// bounds every per-stream table. Defaults to 4096.
     pub max_streams: usize,
+    /// Origin of each value. It is not a setting, so it never affects
+    /// equality. Defaults to [`Source::Default`] for every key.
+    pub sources: Sources,
 }
 
 impl Default for Config {
@@ -96,13 +120,206 @@ impl Default for Config {
             http_threads: 2,
             dedup_window: 256,
             max_streams: 4096,
+            sources: Sources::default(),
         }
     }
 }
 
 impl Config {
+    /// Applies `settings` over the defaults in precedence order (file, then
+    /// environment, then flags; within one source, later wins) and
+    /// validates the result.
+    ///
+    /// # Errors
+    /// [`Error::Config`] naming the key, the value, what is accepted and
+    /// where the value was set. A bad value fails even when a source of
+    /// higher precedence overrides it.
+    pub fn resolve(settings: impl IntoIterator<Item = Setting>) -> Result<Config, Error> {
+        let mut settings: Vec<Setting> = settings.into_iter().collect();
+        settings.sort_by_key(|setting| setting.source);
+
+        let mut config = Config::default();
+        for setting in settings {
+            // Setting values come from lookup_key and flag_setting, which
+            // only return indices into KEYS; get() guards hand-made ones.
+            let Some(key) = KEYS.get(setting.key) else {
+                return Err(Error::Usage(format!("no key with index {}", setting.key)));
+            };
+            (key.apply)(&mut config, &setting.value).map_err(|problem| ConfigError {
+                key: key.env_name(),
+                value: setting.value.clone(),
+                problem: format!("{problem} (set {})", setting.origin),
+            })?;
+            config.sources.set(setting.key, setting.source);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value and the relations between them, and that the CA
+    /// file can be read. [`Config::resolve`] calls this; call it again on a
+    /// config built in code.
+    ///
+    /// # Errors
+    /// The first problem found; relations name both keys.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        // Parsing each value's text form again runs the same checks a value
+        // read from settings gets, so a config built in code cannot skip them.
+        let mut scratch = Config::default();
+        for key in KEYS {
+            let text = key.value_text(self);
+            (key.apply)(&mut scratch, &text).map_err(|problem| invalid(key, text, problem))?;
+        }
+        self.validate_relations()?;
+        if let Some(path) = &self.ca_file {
+            check_ca_file(path)
+                .map_err(|problem| invalid(key("CA_FILE"), path.display().to_string(), problem))?;
+        }
+        Ok(())
+    }
+
+    fn validate_relations(&self) -> Result<(), ConfigError> {
+        let text = |name: &str| key(name).value_text(self);
+        if self.streams.len() > self.max_streams {
+            let value = format!("{} streams", self.streams.len());
+            let limit = key("MAX_STREAMS").env_name();
+            let problem = format!(
+                "more than {limit}={} allows; remove streams or raise {limit}",
+                self.max_streams
+            );
+            return Err(invalid(key("STREAMS"), value, problem));
+        }
+        let pairs = [
+            (self.reconnect_min <= self.reconnect_max, "RECONNECT_MIN", "RECONNECT_MAX"),
+            (self.max_frame_size <= self.max_message_size, "MAX_FRAME_SIZE", "MAX_MESSAGE_SIZE"),
+            (self.batch_size <= self.max_message_size, "BATCH_SIZE", "MAX_MESSAGE_SIZE"),
+        ];
+        for (holds, lower, upper) in pairs {
+            if !holds {
+                let problem = format!(
+                    "must not exceed {}={}; lower it or raise {}",
+                    key(upper).env_name(),
+                    text(upper),
+                    key(upper).env_name()
+                );
+                return Err(invalid(key(lower), text(lower), problem));
+            }
+        }
+        Ok(())
+    }
+
     /// Endpoint to connect to: the override, else the venue's.
     pub fn effective_endpoint(&self) -> Endpoint {
         self.endpoint.clone().unwrap_or_else(|| self.venue.default_endpoint())
     }
+
+    /// Source of the value of the key named `name` (without prefix, such as
+    /// `CACHE_SIZE`), or `None` for an unknown name.
+    pub fn source_of(&self, name: &str) -> Option<Source> {
+        KEYS.iter().position(|key| key.name == name).map(|index| self.sources.get(index))
+    }
+
+    /// Writes the settings as `KEY=value` lines that read back as the same
+    /// config, for `check-config`. A comment line above a value names its
+    /// source when that is not the default. The comment is on its own line
+    /// because systemd's `EnvironmentFile=` has no trailing comments.
+    pub fn describe(&self) -> String {
+        let mut out = String::from(
+            "# binance-ingest settings as resolved; valid as a --config file.\n\
+             # A value without a comment line above it is the built-in default.\n",
+        );
+        for (index, key) in KEYS.iter().enumerate() {
+            let source = self.sources.get(index);
+            if source != Source::Default {
+                out.push_str(&format!("# from {}\n", source.name()));
+            }
+            out.push_str(&format!("{}={}\n", key.env_name(), file::quote(&key.value_text(self))));
+        }
+        out
+    }
 }
+
+/// Writes the sample settings file shipped as `etc/binance-ingest.conf`:
+/// every key commented out with its default and meaning.
+pub fn sample_file() -> String {
+    let defaults = Config::default();
+    let mut out = String::from(
+        "# binance-ingest settings: one KEY=value per line, read with --config FILE\n\
+         # or by systemd's EnvironmentFile=. Environment variables override this\n\
+         # file, and command-line flags (--cache-size 64MiB) override both.\n\
+         #\n\
+         # Durations take a unit: 250ms, 30s, 5m, 4h, 1h30m. Sizes are bytes or\n\
+         # take a binary unit: 512KiB, 64MiB, 1GiB (KB, MB and GB are rejected\n\
+         # as ambiguous). Booleans: true, false, 1, 0, yes, no. Values may be\n\
+         # quoted; a # after a value is part of the value.\n\
+         #\n\
+         # Every line below shows the built-in default.\n",
+    );
+    for key in KEYS {
+        out.push_str(&format!(
+            "\n# {}\n#{}={}\n",
+            key.help,
+            key.env_name(),
+            file::quote(&key.value_text(&defaults))
+        ));
+    }
+    out
+}
+
+/// Writes the settings reference for the README: one Markdown table row
+/// per key with its variable, flag, default and meaning.
+pub fn reference_table() -> String {
+    let defaults = Config::default();
+    let mut out = String::from("| Variable | Flag | Default | Meaning |\n|---|---|---|---|\n");
+    for key in KEYS {
+        let default = key.value_text(&defaults);
+        let default =
+            if default.is_empty() { "(none)".to_string() } else { format!("`{default}`") };
+        out.push_str(&format!(
+            "| `{}` | `--{} {}` | {default} | {} |\n",
+            key.env_name(),
+            key.flag_name(),
+            key.placeholder,
+            key.help.replace('|', "\\|")
+        ));
+    }
+    out
+}
+
+/// Returns the table entry named `name`.
+///
+/// # Panics
+/// When no key has that name; callers pass literals from [`KEYS`], which
+/// the tests cover.
+fn key(name: &str) -> &'static Key {
+    match KEYS.iter().find(|key| key.name == name) {
+        Some(key) => key,
+        None => panic!("no configuration key named {name}"),
+    }
+}
+
+fn invalid(key: &Key, value: String, problem: String) -> ConfigError {
+    ConfigError { key: key.env_name(), value, problem }
+}
+
+/// Checks that `path` can be read and contains a PEM certificate, so a
+/// wrong path fails at start-up and not at the first connection.
+fn check_ca_file(path: &Path) -> Result<(), String> {
+    let failed = |error: std::io::Error| format!("failed to read the file: {error}");
+    let mut text = Vec::new();
+    // The limit keeps a path such as /dev/zero from reading forever; CA
+    // bundles are a few hundred KiB.
+    fs::File::open(path)
+        .and_then(|file| file.take(MAX_CA_FILE_SIZE + 1).read_to_end(&mut text))
+        .map_err(failed)?;
+    if text.len() as u64 > MAX_CA_FILE_SIZE {
+        return Err(format!("the file is larger than {}", format_size(MAX_CA_FILE_SIZE)));
+    }
+    if !text.windows(27).any(|window| window == b"-----BEGIN CERTIFICATE-----") {
+        return Err("the file contains no PEM certificate (-----BEGIN CERTIFICATE-----)".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

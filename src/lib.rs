@@ -4,6 +4,7 @@
 //!
 //! Modules are listed in the order data flows through them.
 
+pub mod cli;
 pub mod config;
 pub mod digest;
 pub mod error;
