@@ -8,9 +8,7 @@ use binance_ingest::{app, logging};
 
 fn main() -> ExitCode {
     logging::init();
-    let environment = std::env::vars_os()
-        .filter_map(|(key, value)| Some((key.into_string().ok()?, value.into_string().ok()?)));
-    let command = match cli::parse_command(std::env::args_os().skip(1), environment) {
+    let command = match cli::parse_command(std::env::args_os().skip(1), cli::process_env()) {
         Ok(command) => command,
         Err(error) => {
             eprintln!("binance-ingest: {error}");

@@ -1,0 +1,57 @@
+//! The `binance-ingest` command line, run as a real process.
+
+use std::process::{Command, Output};
+
+fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_binance-ingest"));
+    command.args(args).env_clear().env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().expect("run binance-ingest")
+}
+
+#[test]
+fn bad_value_names_key_and_value() {
+    let output = run(&["check-config"], &[("BINANCE_INGEST_CACHE_SIZE", "lots")]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("BINANCE_INGEST_CACHE_SIZE"), "{stderr}");
+    assert!(stderr.contains("\"lots\""), "{stderr}");
+    assert!(stderr.contains("MiB"), "stderr should say what is accepted: {stderr}");
+}
+
+#[test]
+fn bad_value_stops_run_before_connecting() {
+    let output = run(&["run"], &[("BINANCE_INGEST_STREAMS", "btcusdt")]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("BINANCE_INGEST_STREAMS"), "{stderr}");
+    assert!(!stderr.contains("connect"), "nothing may connect with a bad config: {stderr}");
+}
+
+#[test]
+fn unknown_flag_is_rejected() {
+    let output = run(&["run", "--cache-sise", "1MiB"], &[]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--cache-sise"));
+}
+
+#[test]
+fn check_config_prints_resolved_settings() {
+    let output = run(&["check-config", "--cache-size", "2MiB"], &[("BINANCE_INGEST_VENUE", "usdm")]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("BINANCE_INGEST_CACHE_SIZE=2MiB"), "{stdout}");
+    assert!(stdout.contains("BINANCE_INGEST_VENUE=usdm"), "{stdout}");
+}
+
+#[test]
+fn help_lists_every_setting() {
+    let output = run(&["--help"], &[]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success());
+    for key in binance_ingest::config::KEYS {
+        assert!(stdout.contains(&format!("BINANCE_INGEST_{}", key.name)), "help misses {}", key.name);
+    }
+}
