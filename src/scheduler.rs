@@ -169,21 +169,22 @@ impl Scheduler {
     fn run(&mut self, stop: &Receiver<()>) {
         log::info!("scheduler started with {} connection(s)", self.slots.len());
         let tick = crossbeam_channel::tick(crate::liveness::CHECKIN_INTERVAL);
+        let mut notices = self.context.notices.clone();
         loop {
             self.checkin.beat();
             self.start_due(Instant::now());
-            let notices = self.context.notices.clone();
             select! {
                 recv(self.event_rx) -> event => {
                     if let Ok(event) = event {
                         self.on_event(event);
                     }
                 }
-                recv(notices) -> notice => {
-                    if let Ok(Notice::ServerShutdown { connection }) = notice {
-                        self.on_server_shutdown(connection);
-                    }
-                }
+                recv(notices) -> notice => match notice {
+                    Ok(Notice::ServerShutdown { connection }) => self.on_server_shutdown(connection),
+                    // The pipeline has exited; a disconnected channel would
+                    // otherwise be ready at once, forever.
+                    Err(_) => notices = crossbeam_channel::never(),
+                },
                 recv(tick) -> _ => {}
                 recv(stop) -> _ => break,
             }
