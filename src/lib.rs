@@ -12,3 +12,6 @@ pub mod liveness;
 pub mod metrics;
 pub mod plan;
 pub mod venue;
+pub mod lograte;
+pub mod parse;
+pub mod record;
