@@ -15,3 +15,5 @@ pub mod venue;
 pub mod lograte;
 pub mod parse;
 pub mod record;
+pub mod ring;
+pub mod sequence;
