@@ -14,6 +14,8 @@ pub mod plan;
 pub mod venue;
 pub mod lograte;
 pub mod parse;
+pub mod partition;
+pub mod pipeline;
 pub mod record;
 pub mod ring;
 pub mod sequence;
