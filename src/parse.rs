@@ -424,7 +424,8 @@ impl<'a> Scanner<'a> {
                     match escaped {
                         b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => self.pos += 2,
                         b'u' => {
-                            let hex = self.bytes.get(self.pos + 2..self.pos + 6).ok_or(Malformed)?;
+                            let hex =
+                                self.bytes.get(self.pos + 2..self.pos + 6).ok_or(Malformed)?;
                             if !hex.iter().all(u8::is_ascii_hexdigit) {
                                 return Err(Malformed);
                             }
@@ -596,10 +597,7 @@ mod tests {
         for (text, kind) in cases {
             assert_eq!(parse(text), Parsed::Invalid(*kind), "{text}");
         }
-        assert_eq!(
-            parse_frame(FrameKind::Binary, b"{}"),
-            Parsed::Invalid(ParseErrorKind::Binary)
-        );
+        assert_eq!(parse_frame(FrameKind::Binary, b"{}"), Parsed::Invalid(ParseErrorKind::Binary));
     }
 
     #[test]

@@ -165,7 +165,8 @@ mod tests {
         // 2026-12-04T15:30:00.123456789Z
         let received_ns = 1_796_398_200_123_456_789;
         let hour = hour_of(received_ns);
-        let dir = partition_dir(Path::new("/d"), RecordKind::Event, Venue::Spot, "btcusdt@trade", hour);
+        let dir =
+            partition_dir(Path::new("/d"), RecordKind::Event, Venue::Spot, "btcusdt@trade", hour);
         assert_eq!(dir, Path::new("/d/venue=spot/stream=btcusdt@trade/date=2026-12-04/hour=15"));
         let gaps = partition_dir(Path::new("/d"), RecordKind::Gap, Venue::UsdM, "x@depth", hour);
         assert_eq!(gaps, Path::new("/d/_gaps/venue=usdm/stream=x@depth/date=2026-12-04/hour=15"));
@@ -175,7 +176,10 @@ mod tests {
     fn start_and_part_names() {
         assert_eq!(format_start(1_796_398_200), "20261204T153000Z");
         assert_eq!(format_start(951_782_399), "20000228T235959Z");
-        assert_eq!(part_file_name("blue", "20261204T153000Z", 0), "part-blue-20261204T153000Z.jsonl");
+        assert_eq!(
+            part_file_name("blue", "20261204T153000Z", 0),
+            "part-blue-20261204T153000Z.jsonl"
+        );
         assert_eq!(part_file_name("blue", "X", 2), "part-blue-X-2.jsonl");
     }
 }

@@ -447,7 +447,9 @@ mod tests {
         stats.write_metrics(&mut out);
         let body = out.finish();
         assert!(body.contains("binance_ingest_events_total{stream=\"btcusdt@trade\"} 2\n"));
-        assert!(body.contains("binance_ingest_duplicates_dropped_total{stream=\"btcusdt@trade\"} 1\n"));
+        assert!(
+            body.contains("binance_ingest_duplicates_dropped_total{stream=\"btcusdt@trade\"} 1\n")
+        );
         assert!(body.contains("binance_ingest_gaps_total{stream=\"btcusdt@trade\"} 1\n"));
         assert!(body.contains("binance_ingest_missing_events_total{stream=\"btcusdt@trade\"} 3\n"));
         assert!(body.contains("binance_ingest_parse_errors_total{kind=\"invalid_json\"} 1\n"));

@@ -435,7 +435,12 @@ impl Ring {
     /// Copies records from `cursor` on into `out` (cleared first), up to
     /// about `max_bytes`, and moves the cursor past them. Records the ring
     /// overwrote before this read are skipped and returned as `lost`.
-    pub fn read(&self, cursor: &mut Cursor, out: &mut RecordBatch, max_bytes: usize) -> ReadOutcome {
+    pub fn read(
+        &self,
+        cursor: &mut Cursor,
+        out: &mut RecordBatch,
+        max_bytes: usize,
+    ) -> ReadOutcome {
         out.clear();
         let state = self.lock();
         let mut outcome = ReadOutcome::default();

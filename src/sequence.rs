@@ -291,7 +291,8 @@ mod tests {
 
     #[test]
     fn trade_drops_duplicates_and_counts_gap() {
-        let verdicts = run(Rule::Trade, &[trade(100), trade(101), trade(101), trade(99), trade(105)]);
+        let verdicts =
+            run(Rule::Trade, &[trade(100), trade(101), trade(101), trade(99), trade(105)]);
         assert_eq!(verdicts[0], Verdict::New);
         assert_eq!(verdicts[1], Verdict::New);
         assert_eq!(verdicts[2], Verdict::Duplicate);
