@@ -211,7 +211,7 @@ impl Envelope {
         if data == b"null" {
             return Parsed::Invalid(ParseErrorKind::NullData);
         }
-        if crate::plan::validate_stream_name(stream).is_err() {
+        if !is_valid_stream_name(stream) {
             return Parsed::Invalid(ParseErrorKind::InvalidStream);
         }
         Parsed::Event(Event { stream, data, ids: self.ids })
@@ -252,6 +252,20 @@ fn data_member(
         _ => {}
     }
     Ok(())
+}
+
+/// Checks a stream name by the rule of `plan::validate_stream_name` (ASCII
+/// letters, digits and `@ _ ! . -`, at most `MAX_STREAM_NAME_LEN` bytes, of
+/// the form `<symbol>@<type>` or `!<type>`, not starting with `.`), without
+/// building an error message, because it runs once per frame.
+fn is_valid_stream_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    let allowed = |byte: &u8| byte.is_ascii_alphanumeric() || b"@_!.-".contains(byte);
+    !bytes.is_empty()
+        && bytes.len() <= crate::plan::MAX_STREAM_NAME_LEN
+        && bytes.iter().all(allowed)
+        && bytes[0] != b'.'
+        && (bytes[0] == b'!' || bytes.contains(&b'@'))
 }
 
 /// Returns the text of a JSON string value without escapes, else `None`.
@@ -413,6 +427,7 @@ impl<'a> Scanner<'a> {
         self.expect(b'"')?;
         let start = self.pos;
         loop {
+            self.skip_plain_string_bytes();
             let byte = *self.bytes.get(self.pos).ok_or(Malformed)?;
             match byte {
                 b'"' => {
@@ -437,6 +452,32 @@ impl<'a> Scanner<'a> {
                 0..=0x1f => return Err(Malformed),
                 _ => self.pos += 1,
             }
+        }
+    }
+
+    /// Skips string bytes that need no check (not `"`, `\\` or a control
+    /// character), eight at a time.
+    fn skip_plain_string_bytes(&mut self) {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGHS: u64 = 0x8080_8080_8080_8080;
+        while let Some(chunk) = self.bytes.get(self.pos..self.pos + 8) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            let word = u64::from_le_bytes(word);
+            // A byte of `x` is zero exactly where the high bit of
+            // `(x - ONES) & !x & HIGHS` is set (the lowest such byte is
+            // exact, which is the one used below).
+            let quote = word ^ (ONES * u64::from(b'"'));
+            let backslash = word ^ (ONES * u64::from(b'\\'));
+            let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+            // Bytes below 0x20: `word - 0x20` borrows into the high bit.
+            let control = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
+            let special = has_zero(quote) | has_zero(backslash) | control;
+            if special != 0 {
+                self.pos += (special.trailing_zeros() / 8) as usize;
+                return;
+            }
+            self.pos += 8;
         }
     }
 
@@ -598,6 +639,43 @@ mod tests {
             assert_eq!(parse(text), Parsed::Invalid(*kind), "{text}");
         }
         assert_eq!(parse_frame(FrameKind::Binary, b"{}"), Parsed::Invalid(ParseErrorKind::Binary));
+    }
+
+    #[test]
+    fn string_scan_finds_specials_at_every_offset() {
+        for offset in 0..20 {
+            let plain = "é".repeat(offset / 2) + &"x".repeat(offset % 2);
+            let escaped = format!(r#"{{"stream":"a@b","data":"{plain}\"q"}}"#);
+            assert_eq!(event(&escaped).data.len(), plain.len() + 5, "{escaped}");
+            let control = format!("{{\"stream\":\"a@b\",\"data\":\"{plain}\u{1f}\"}}");
+            assert_eq!(parse(&control), Parsed::Invalid(ParseErrorKind::InvalidJson), "{offset}");
+            let unterminated = format!(r#"{{"stream":"a@b","data":"{plain}"#);
+            assert_eq!(parse(&unterminated), Parsed::Invalid(ParseErrorKind::InvalidJson));
+        }
+    }
+
+    #[test]
+    fn stream_name_check_matches_plan() {
+        let long = format!("{}@trade", "a".repeat(200));
+        let names = [
+            "btcusdt@trade",
+            "!bookTicker",
+            "!ticker@arr",
+            "btcusdt@depth@100ms",
+            "btcusdt_perpetual@continuousKline_1m",
+            "",
+            "btcusdt",
+            ".x@trade",
+            "a/b@trade",
+            "a b@trade",
+            "é@trade",
+            "@trade",
+            long.as_str(),
+        ];
+        for name in names {
+            let expected = crate::plan::validate_stream_name(name).is_ok();
+            assert_eq!(is_valid_stream_name(name), expected, "{name:?}");
+        }
     }
 
     #[test]

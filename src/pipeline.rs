@@ -166,7 +166,7 @@ impl PipelineStats {
             .map(|(stream, counters)| (stream.clone(), counters.clone()))
             .collect();
         streams.sort_by(|left, right| left.0.cmp(&right.0));
-        let families: [(&str, &str, fn(&StreamCounters) -> u64); 4] = [
+        let families: [(&str, &str, CounterOf); 4] = [
             ("events_total", "Events stored, per stream.", |c| c.events.get()),
             ("duplicates_dropped_total", "Duplicate events dropped, per stream.", |c| {
                 c.duplicates.get()
@@ -197,6 +197,9 @@ impl PipelineStats {
         }
     }
 }
+
+/// Reads one counter of a stream.
+type CounterOf = fn(&StreamCounters) -> u64;
 
 fn unix_now_ns() -> u64 {
     SystemTime::now()

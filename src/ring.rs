@@ -28,6 +28,7 @@
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use crate::metrics::{Exposition, MetricType, PREFIX};
 use crate::record::RecordKind;
 
 /// Size of the per-record header in bytes.
@@ -401,6 +402,41 @@ impl Ring {
             rejected_total: state.rejected_total,
             next_seq: state.next_seq,
             oldest_seq: state.oldest_seq,
+        }
+    }
+
+    /// Writes the ring's metric families.
+    pub fn write_metrics(&self, out: &mut Exposition) {
+        let stats = self.stats();
+        let families: [(&str, MetricType, &str, u64); 5] = [
+            (
+                "ring_capacity_bytes",
+                MetricType::Gauge,
+                "Configured capacity of the cache ring in bytes.",
+                stats.capacity_bytes,
+            ),
+            (
+                "ring_used_bytes",
+                MetricType::Gauge,
+                "Bytes of stored records in the cache ring, headers included.",
+                stats.used_bytes,
+            ),
+            ("ring_records", MetricType::Gauge, "Records in the cache ring.", stats.records),
+            (
+                "ring_evicted_records_total",
+                MetricType::Counter,
+                "Records overwritten in the cache ring to make room.",
+                stats.evicted_total,
+            ),
+            (
+                "ring_rejected_records_total",
+                MetricType::Counter,
+                "Records rejected because they are larger than the cache ring.",
+                stats.rejected_total,
+            ),
+        ];
+        for (suffix, kind, help, value) in families {
+            out.single_u64(&format!("{PREFIX}{suffix}"), kind, help, value);
         }
     }
 
