@@ -64,7 +64,14 @@ fn depth_frame(id: u64, out: &mut String) {
             if level > 0 {
                 out.push(',');
             }
-            let _ = write!(out, r#"["{}.{:02}000000","{}.{:03}00000"]"#, 97_000 + level, id % 100, level, id % 1000);
+            let _ = write!(
+                out,
+                r#"["{}.{:02}000000","{}.{:03}00000"]"#,
+                97_000 + level,
+                id % 100,
+                level,
+                id % 1000
+            );
         }
         out.push_str(if side == 0 { r#"],"a":["# } else { "]" });
     }
@@ -93,9 +100,56 @@ fn build_batches(count: usize, frame: fn(u64, &mut String)) -> (Vec<FrameBatch>,
     (batches, bytes / count.max(1))
 }
 
+/// Parsing alone, on this thread.
+fn run_parse_only(name: &str, batches: &[FrameBatch]) {
+    let cpu_start = cpu_seconds();
+    let mut events = 0u64;
+    let mut frames = 0usize;
+    for batch in batches {
+        for frame in batch.iter() {
+            let parsed = binance_ingest::parse::parse_frame(frame.kind, frame.payload);
+            events += u64::from(matches!(parsed, binance_ingest::parse::Parsed::Event(_)));
+        }
+        frames += batch.len();
+    }
+    let cpu = cpu_seconds() - cpu_start;
+    println!(
+        "{name} parse only: {frames} frames, {:.3} CPU s per million, events {events}",
+        cpu / (frames as f64 / 1e6)
+    );
+}
+
+/// Parse, sequence and ring append only, on this thread, without the sink.
+fn run_pipeline_only(name: &str, count: usize, frame: fn(u64, &mut String)) {
+    let (batches, average_bytes) = build_batches(count, frame);
+    run_parse_only(name, &batches);
+    let ring = Arc::new(Ring::new(64 << 20));
+    let (notices, _notice_receiver) = crossbeam_channel::bounded(4);
+    let settings = PipelineSettings { venue: Venue::Spot, dedup_window: 1024, max_streams: 1024 };
+    let stats = Arc::new(PipelineStats::new());
+    let mut pipeline = pipeline::Pipeline::new(settings, ring.clone(), stats, notices);
+    let cpu_start = cpu_seconds();
+    let wall_start = Instant::now();
+    let mut processed = 0;
+    for batch in &batches {
+        if wall_start.elapsed() > SEND_TIME_LIMIT {
+            break;
+        }
+        pipeline.process(batch);
+        processed += batch.len();
+    }
+    let cpu = cpu_seconds() - cpu_start;
+    println!(
+        "{name} pipeline only: {processed} frames of {average_bytes} B, {:.3} CPU s per million, ring records {}",
+        cpu / (processed as f64 / 1e6),
+        ring.stats().next_seq
+    );
+}
+
 fn run_case(name: &str, count: usize, frame: fn(u64, &mut String)) {
     let (batches, average_bytes) = build_batches(count, frame);
-    let dir: PathBuf = std::env::temp_dir().join(format!("binance-ingest-bench-{}-{name}", std::process::id()));
+    let dir: PathBuf =
+        std::env::temp_dir().join(format!("binance-ingest-bench-{}-{name}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     let liveness = Liveness::new();
     let ring = Arc::new(Ring::new(64 << 20));
@@ -161,6 +215,7 @@ fn main() {
         [("trade", 1_000_000, trade_frame), ("depth", 300_000, depth_frame)];
     for (name, count, frame) in cases {
         if name.contains(filter.as_str()) {
+            run_pipeline_only(name, count, frame);
             run_case(name, count, frame);
         }
     }

@@ -322,16 +322,19 @@ impl<'a> Scanner<'a> {
         self.pos >= self.bytes.len()
     }
 
+    #[inline]
     fn peek(&self) -> Option<u8> {
         self.bytes.get(self.pos).copied()
     }
 
+    #[inline]
     fn skip_whitespace(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
             self.pos += 1;
         }
     }
 
+    #[inline]
     fn expect(&mut self, byte: u8) -> Scan {
         if self.peek() == Some(byte) {
             self.pos += 1;
@@ -423,6 +426,7 @@ impl<'a> Scanner<'a> {
     /// Scans a string and returns its raw content, escapes not decoded.
     /// Text frames are valid UTF-8 already (the WebSocket layer checks), so
     /// only escapes and control characters are checked here.
+    #[inline]
     fn string(&mut self) -> Result<&'a [u8], Malformed> {
         self.expect(b'"')?;
         let start = self.pos;
@@ -457,6 +461,7 @@ impl<'a> Scanner<'a> {
 
     /// Skips string bytes that need no check (not `"`, `\\` or a control
     /// character), eight at a time.
+    #[inline]
     fn skip_plain_string_bytes(&mut self) {
         const ONES: u64 = 0x0101_0101_0101_0101;
         const HIGHS: u64 = 0x8080_8080_8080_8080;
@@ -482,6 +487,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Scans a number with the JSON grammar: `-? int frac? exp?`.
+    #[inline]
     fn number(&mut self) -> Scan {
         if self.peek() == Some(b'-') {
             self.pos += 1;
@@ -505,6 +511,7 @@ impl<'a> Scanner<'a> {
         Ok(())
     }
 
+    #[inline]
     fn digits(&mut self) {
         while let Some(b'0'..=b'9') = self.peek() {
             self.pos += 1;

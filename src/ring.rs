@@ -225,6 +225,9 @@ struct State {
     evicted_total: u64,
     rejected_total: u64,
     closed: bool,
+    /// Threads blocked in [`Ring::wait`]; `append` skips the wake-up
+    /// system call when there are none.
+    waiters: usize,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -376,6 +379,7 @@ impl Ring {
             evicted_total: 0,
             rejected_total: 0,
             closed: false,
+            waiters: 0,
         };
         Ring { capacity: capacity_bytes, state: Mutex::new(state), changed: Condvar::new() }
     }
@@ -448,7 +452,7 @@ impl Ring {
             return 0;
         }
         let mut appended = 0;
-        {
+        let waiters = {
             let mut state = self.lock();
             for entry in &batch.entries {
                 let body = &batch.bytes[entry.start..entry.end];
@@ -463,8 +467,11 @@ impl Ring {
                     state.rejected_total += 1;
                 }
             }
+            state.waiters
+        };
+        if waiters > 0 {
+            self.changed.notify_all();
         }
-        self.changed.notify_all();
         appended
     }
 
@@ -512,10 +519,12 @@ impl Ring {
             if now >= deadline {
                 return;
             }
+            state.waiters += 1;
             state = match self.changed.wait_timeout(state, deadline - now) {
                 Ok((state, _)) => state,
                 Err(poisoned) => poisoned.into_inner().0,
             };
+            state.waiters -= 1;
         }
     }
 
@@ -581,6 +590,7 @@ fn finish_recent(mut found: Vec<RecentRecord>) -> Vec<RecentRecord> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn batch_of(records: &[(&str, &[u8])]) -> RecordBatch {
         let mut batch = RecordBatch::new();
@@ -720,6 +730,27 @@ mod tests {
         let all = ring.recent(None, usize::MAX);
         assert_eq!(all.len() as u64, stats.records);
         assert_eq!(all.last().map(|record| record.seq), Some(2999));
+    }
+
+    #[test]
+    fn wait_wakes_on_append() {
+        let ring = Arc::new(Ring::new(1024));
+        let waiter = {
+            let ring = ring.clone();
+            std::thread::spawn(move || {
+                let started = Instant::now();
+                ring.wait(&Cursor::default(), Duration::from_secs(30));
+                started.elapsed()
+            })
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while ring.lock().waiters == 0 {
+            assert!(Instant::now() < deadline, "waiter never blocked");
+            std::thread::yield_now();
+        }
+        ring.append(&batch_of(&[("s", b"x")]));
+        let waited = waiter.join().unwrap();
+        assert!(waited < Duration::from_secs(10), "waited {waited:?}");
     }
 
     #[test]

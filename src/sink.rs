@@ -522,3 +522,69 @@ fn open_part(dir: &std::path::Path, instance: &str, start: &str) -> Result<File,
     }
     Err(format!("{MAX_PART_SEQUENCE} part files of this process exist in {}", dir.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("binance-ingest-sink-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn open_part_never_reuses_a_name() {
+        let dir = temp_dir("names");
+        let start = "20261204T153000Z";
+        fs::create_dir_all(&dir).unwrap();
+        let first = dir.join(partition::part_file_name("a", start, 0));
+        fs::write(&first, b"old\n").unwrap();
+
+        let mut file = open_part(&dir, "a", start).unwrap();
+        file.write_all(b"new\n").unwrap();
+        drop(file);
+        let _second = open_part(&dir, "a", start).unwrap();
+
+        assert_eq!(fs::read(&first).unwrap(), b"old\n");
+        let renamed = dir.join(partition::part_file_name("a", start, 1));
+        assert_eq!(fs::read(renamed).unwrap(), b"new\n");
+        assert!(dir.join(partition::part_file_name("a", start, 2)).exists());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn stats_record_errors_and_render() {
+        let stats = SinkStats::new();
+        assert!(stats.healthy());
+        stats.record_error("write failed in /d: No space left on device".to_string());
+        assert!(!stats.healthy());
+        assert_eq!(stats.write_errors(), 1);
+        assert!(stats.last_error().unwrap().contains("No space"));
+        let mut out = Exposition::new();
+        stats.write_metrics(&mut out);
+        let body = out.finish();
+        assert!(body.contains("# TYPE binance_ingest_sink_write_errors_total counter\n"));
+        assert!(body.contains("binance_ingest_sink_healthy 0\n"));
+        assert_eq!(body.matches("# TYPE binance_ingest_sink_open_files gauge").count(), 1);
+    }
+
+    #[test]
+    fn spawn_rejects_path_in_instance() {
+        let settings = SinkSettings {
+            data_dir: temp_dir("instance"),
+            instance: "../x".to_string(),
+            venue: Venue::Spot,
+            flush_interval: Duration::from_secs(1),
+        };
+        let liveness = crate::liveness::Liveness::new();
+        let result = spawn(
+            settings,
+            Arc::new(Ring::new(1024)),
+            Arc::new(SinkStats::new()),
+            liveness.register("sink"),
+        );
+        assert_eq!(result.unwrap_err().kind(), io::ErrorKind::InvalidInput);
+    }
+}

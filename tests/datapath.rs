@@ -436,3 +436,44 @@ fn shared_fixtures_round_trip() {
         assert_eq!(sink_stats.records_written(), stored.len() as u64, "{name}");
     }
 }
+
+#[test]
+fn metrics_pass_promtool() {
+    let dir = TempDir::new("metrics");
+    let frames = sample_frames();
+    let lines: Vec<&str> = frames.iter().map(String::as_str).collect();
+    let datapath = DataPath::start(&dir.0, Venue::Spot, "test");
+    datapath.send(batch_of(1, now_ns(), &lines));
+    let ring = Ring::new(1024);
+    let (pipeline_stats, sink_stats) = datapath.finish();
+    let mut out = binance_ingest::metrics::Exposition::new();
+    pipeline_stats.write_metrics(&mut out);
+    ring.write_metrics(&mut out);
+    sink_stats.write_metrics(&mut out);
+    let body = out.finish();
+    for family in ["frames_total", "ring_used_bytes", "sink_lost_records_total", "sink_healthy"] {
+        let type_line = format!("# TYPE binance_ingest_{family} ");
+        assert_eq!(body.matches(&type_line).count(), 1, "{family} declared once");
+    }
+    assert!(
+        body.contains("binance_ingest_stream_last_event_age_seconds{stream=\"btcusdt@trade\"} ")
+    );
+
+    let promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let Ok(mut promtool) = promtool else {
+        println!("skipped promtool check: promtool not found (Debian package prometheus)");
+        return;
+    };
+    use std::io::Write as _;
+    promtool.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+    let output = promtool.wait_with_output().unwrap();
+    let findings = String::from_utf8_lossy(&output.stdout).to_string()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "promtool failed: {findings}\n{body}");
+    assert!(findings.trim().is_empty(), "promtool findings: {findings}\n{body}");
+}
