@@ -39,6 +39,9 @@ fn cpu_seconds() -> f64 {
     (utime + stime) / TICKS_PER_SECOND
 }
 
+/// Writes the frame with the given id.
+type FrameWriter = fn(u64, &mut String);
+
 fn trade_frame(id: u64, out: &mut String) {
     use std::fmt::Write as _;
     let _ = write!(
@@ -78,7 +81,7 @@ fn depth_frame(id: u64, out: &mut String) {
     out.push_str("}}");
 }
 
-fn build_batches(count: usize, frame: fn(u64, &mut String)) -> (Vec<FrameBatch>, usize) {
+fn build_batches(count: usize, frame: FrameWriter) -> (Vec<FrameBatch>, usize) {
     let received_ns =
         SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_nanos() as u64);
     let mut batches = Vec::new();
@@ -120,7 +123,7 @@ fn run_parse_only(name: &str, batches: &[FrameBatch]) {
 }
 
 /// Parse, sequence and ring append only, on this thread, without the sink.
-fn run_pipeline_only(name: &str, count: usize, frame: fn(u64, &mut String)) {
+fn run_pipeline_only(name: &str, count: usize, frame: FrameWriter) {
     let (batches, average_bytes) = build_batches(count, frame);
     run_parse_only(name, &batches);
     let ring = Arc::new(Ring::new(64 << 20));
@@ -146,7 +149,7 @@ fn run_pipeline_only(name: &str, count: usize, frame: fn(u64, &mut String)) {
     );
 }
 
-fn run_case(name: &str, count: usize, frame: fn(u64, &mut String)) {
+fn run_case(name: &str, count: usize, frame: FrameWriter) {
     let (batches, average_bytes) = build_batches(count, frame);
     let dir: PathBuf =
         std::env::temp_dir().join(format!("binance-ingest-bench-{}-{name}", std::process::id()));
@@ -211,7 +214,7 @@ fn main() {
     // `cargo bench --bench pipeline -- trade` runs only the cases whose
     // name contains the first free argument.
     let filter = std::env::args().skip(1).find(|arg| !arg.starts_with('-')).unwrap_or_default();
-    let cases: [(&str, usize, fn(u64, &mut String)); 2] =
+    let cases: [(&str, usize, FrameWriter); 2] =
         [("trade", 1_000_000, trade_frame), ("depth", 300_000, depth_frame)];
     for (name, count, frame) in cases {
         if name.contains(filter.as_str()) {
