@@ -5,8 +5,8 @@
 //! ring with its own [`Cursor`]; the HTTP threads read [`Ring::recent`].
 //! Every record is copied into one `Vec<u8>` allocated at start, so the ring
 //! never grows and never pins a reader's buffers. The pipeline never waits
-//! for the sink: when the sink falls behind, the oldest records are
-//! overwritten and the sink counts them as lost. No lock is held for longer
+//! for the sink to catch up. When the sink falls behind, the oldest records
+//! are overwritten and the sink counts them as lost. No lock is held for longer
 //! than one appended batch, one bounded read or [`RECENT_RECORDS_PER_LOCK`]
 //! records of a `/recent` walk.
 //!
@@ -142,7 +142,7 @@ impl RecordBatch {
         self.entries.len()
     }
 
-    /// Whether the batch has no record.
+    /// Returns whether the batch has no record.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -534,7 +534,7 @@ impl Ring {
         self.changed.notify_all();
     }
 
-    /// Whether [`Ring::close`] was called.
+    /// Returns whether [`Ring::close`] was called.
     pub fn is_closed(&self) -> bool {
         self.lock().closed
     }

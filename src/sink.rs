@@ -5,11 +5,11 @@
 //! reads, stages each line in a per-file buffer, and writes those buffers at
 //! least every flush interval. It never opens a file that exists (part files
 //! are created with `create_new`), so no file is ever rewritten or
-//! truncated. It never blocks the pipeline and never panics on I/O errors:
-//! a failed open, write or fsync is logged at a limited rate, counted and
-//! retried with backoff, while unwritten lines stay staged (up to
-//! [`MAX_STAGED_BYTES`]) and the rest wait in the ring, where records the
-//! pipeline overwrites are counted as lost.
+//! truncated. It never blocks the pipeline and never panics on I/O errors.
+//! A failed open, write or fsync is logged at a limited rate, counted and
+//! retried with backoff. Meanwhile unwritten lines stay staged (up to
+//! [`MAX_STAGED_BYTES`]) and the rest wait in the ring, and records that the
+//! pipeline overwrites there are counted as lost.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -38,10 +38,11 @@ pub const READ_CHUNK_BYTES: usize = 1 << 20;
 /// Staged bytes that trigger a write before the flush interval ends.
 const WRITE_CHUNK_BYTES: usize = 256 << 10;
 
-/// First retry delay after an I/O error; doubles up to [`MAX_BACKOFF`].
+/// First retry delay after an I/O error. It doubles per failed retry, up to
+/// [`MAX_BACKOFF`].
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 
-/// Longest retry delay after repeated I/O errors.
+/// Maximum retry delay after repeated I/O errors.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 /// How long the sink keeps retrying at shutdown before it gives up on
@@ -56,11 +57,12 @@ const MAX_PART_SEQUENCE: u32 = 1000;
 pub struct SinkSettings {
     /// Root folder of both tables.
     pub data_dir: PathBuf,
-    /// Name in part-file names; must not contain `/`.
+    /// Name in part-file names. It must not be empty or contain `/` or `\\`.
     pub instance: String,
     /// Venue, the `venue=` partition.
     pub venue: Venue,
-    /// Longest time a record stays staged before it is written; at most 1 s.
+    /// Maximum time a record stays staged before it is written. Values above
+    /// 1 s are treated as 1 s.
     pub flush_interval: Duration,
 }
 
@@ -98,12 +100,12 @@ impl SinkStats {
         SinkStats::default()
     }
 
-    /// Whether the last write attempt succeeded.
+    /// Returns whether the last write attempt succeeded.
     pub fn healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
 
-    /// The most recent I/O error, kept after recovery.
+    /// Returns the most recent I/O error, kept after recovery.
     pub fn last_error(&self) -> Option<String> {
         self.last_error.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
     }

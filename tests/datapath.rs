@@ -135,7 +135,7 @@ fn batch_of(connection: u64, received_ns: u64, lines: &[&str]) -> FrameBatch {
     batch
 }
 
-/// Every file under `dir`, by path relative to `dir`.
+/// Reads every file under `dir`, keyed by path relative to `dir`.
 fn files_under(dir: &Path) -> HashMap<PathBuf, Vec<u8>> {
     let mut files = HashMap::new();
     let mut pending = vec![dir.to_path_buf()];
@@ -328,7 +328,8 @@ fn restart_writes_new_part() {
     }
     for path in after_second.keys() {
         let name = path.file_name().unwrap().to_str().unwrap();
-        assert!(name.starts_with("part-blue-") && name.ends_with(".jsonl"), "{name}");
+        assert!(name.starts_with("part-blue-"), "{name}");
+        assert!(name.ends_with(".jsonl"), "{name}");
     }
 }
 
@@ -476,4 +477,20 @@ fn metrics_pass_promtool() {
         + &String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "promtool failed: {findings}\n{body}");
     assert!(findings.trim().is_empty(), "promtool findings: {findings}\n{body}");
+}
+
+#[test]
+fn past_hour_files_closed_on_tick() {
+    let dir = TempDir::new("past-hour");
+    let two_hours_ago = now_ns() - 2 * 3_600_000_000_000;
+    let frame = r#"{"stream":"btcusdt@trade","data":{"e":"trade","t":1}}"#;
+    let datapath = DataPath::start(&dir.0, Venue::Spot, "test");
+    datapath.send(batch_of(1, two_hours_ago, &[frame]));
+    let sink_stats = datapath.sink_stats.clone();
+    wait_until("the record is written", || sink_stats.records_written() == 1);
+    wait_until("the past hour's file is closed", || sink_stats.open_files() == 0);
+    let stored = stored_lines(&dir.0);
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].folder, partition_of("", "spot", "btcusdt@trade", two_hours_ago));
+    datapath.finish();
 }
