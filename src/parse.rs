@@ -410,7 +410,12 @@ impl<'a> Scanner<'a> {
         }
         loop {
             self.skip_whitespace();
-            self.value(depth + 1)?;
+            // Book levels are arrays of strings: skip the dispatch for them.
+            if self.peek() == Some(b'"') {
+                self.string()?;
+            } else {
+                self.value(depth + 1)?;
+            }
             self.skip_whitespace();
             match self.peek() {
                 Some(b',') => self.pos += 1,

@@ -1,7 +1,8 @@
 //! Hive-style partition paths and part-file names of the sink, and the UTC
 //! civil calendar they need.
 //!
-//! Pure functions, called by the sink thread when it opens a file. The
+//! Pure functions, called by the sink thread when it opens a file; they
+//! never touch the file system and never use the local time zone. The
 //! events table lives under `DATA_DIR/venue=<venue>/...`, gap records under
 //! `DATA_DIR/_gaps/venue=<venue>/...`: Hive, Trino and Spark skip folders
 //! that start with `_` during partition discovery, so the events table keeps

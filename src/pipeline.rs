@@ -255,6 +255,7 @@ struct Limits {
     gaps: LogLimiter,
     untracked: LogLimiter,
     notices: LogLimiter,
+    oversized: LogLimiter,
 }
 
 impl Pipeline {
@@ -301,7 +302,16 @@ impl Pipeline {
                 }
             }
         }
-        self.ring.append(&self.records);
+        let appended = self.ring.append(&self.records);
+        if appended < self.records.len()
+            && let Some(suppressed) = self.limits.oversized.allow(Instant::now())
+        {
+            log::warn!(
+                "rejected records larger than the cache ring count={} capacity_bytes={} conn={connection} suppressed={suppressed}",
+                self.records.len() - appended,
+                self.ring.capacity()
+            );
+        }
     }
 
     fn handle_server_shutdown(&mut self, connection: ConnectionId) {

@@ -114,6 +114,14 @@ pub fn push_u64(out: &mut Vec<u8>, mut value: u64) {
 /// control characters.
 pub fn push_json_string(out: &mut Vec<u8>, text: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
+    let needs_escape = |byte: &u8| matches!(byte, b'"' | b'\\' | 0..=0x1f);
+    if !text.as_bytes().iter().any(needs_escape) {
+        // Fast path for validated stream names and venue names.
+        out.push(b'"');
+        out.extend_from_slice(text.as_bytes());
+        out.push(b'"');
+        return;
+    }
     out.push(b'"');
     for &byte in text.as_bytes() {
         match byte {
