@@ -436,9 +436,9 @@ impl Sink {
                     return true;
                 }
                 if let Some(file) = part.file.take()
-                    && let Err(error) = file.sync_all()
+                    && let Err(message) = sync_and_close(file, &part.dir)
                 {
-                    errors.push(format!("fsync failed in {}: {error}", part.dir.display()));
+                    errors.push(message);
                 }
                 false
             });
@@ -466,9 +466,9 @@ impl Sink {
         let mut errors = Vec::new();
         for part in self.streams.values_mut().flatten() {
             if let Some(file) = part.file.take()
-                && let Err(error) = file.sync_all()
+                && let Err(message) = sync_and_close(file, &part.dir)
             {
-                errors.push(format!("fsync failed in {}: {error}", part.dir.display()));
+                errors.push(message);
             }
         }
         for message in errors {
@@ -477,6 +477,16 @@ impl Sink {
         self.streams.clear();
         self.stats.open_files.set(0);
     }
+}
+
+/// Fsyncs and closes a part file, then fsyncs its folder so the file's
+/// directory entry survives a crash too.
+fn sync_and_close(file: File, dir: &std::path::Path) -> Result<(), String> {
+    file.sync_all().map_err(|error| format!("fsync failed in {}: {error}", dir.display()))?;
+    drop(file);
+    File::open(dir)
+        .and_then(|folder| folder.sync_all())
+        .map_err(|error| format!("fsync of folder {} failed: {error}", dir.display()))
 }
 
 /// Opens the part file if needed and writes its staged bytes. Bytes written
