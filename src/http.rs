@@ -17,7 +17,7 @@ use tiny_http::{Header, Method, Request, Response, Server};
 use crate::error::Error;
 use crate::health::{Health, Report};
 use crate::liveness::Liveness;
-use crate::ratelimit::LogLimiter;
+use crate::lograte::LogLimiter;
 use crate::ring::Ring;
 
 /// Longest request target accepted, in bytes.

@@ -2,29 +2,39 @@
 //! Hive-partitioned JSON Lines files, exactly once per event, and serves
 //! health and Prometheus metrics over HTTP.
 //!
-//! Modules are listed in the order data flows through them.
+//! Modules are listed in the order data flows through them: configuration,
+//! connections, the pipeline, the cache ring and the sink, then the HTTP
+//! side and the wiring of it all.
 
 pub mod cli;
 pub mod config;
-pub mod digest;
 pub mod error;
-pub mod frame;
-pub mod liveness;
-pub mod metrics;
-pub mod plan;
 pub mod venue;
+pub mod plan;
+
 pub mod tls;
 pub mod backoff;
-pub mod ratelimit;
 pub mod connection;
 pub mod reader;
-pub mod pipeline;
 pub mod scheduler;
+
+pub mod frame;
+pub mod parse;
+pub mod sequence;
+pub mod digest;
+pub mod record;
+pub mod pipeline;
 pub mod ring;
+pub mod partition;
 pub mod sink;
+
+pub mod liveness;
+pub mod metrics;
 pub mod process;
 pub mod health;
 pub mod http;
+
+pub mod lograte;
 pub mod logging;
 pub mod notify;
 pub mod app;

@@ -1,54 +1,491 @@
-//! PLACEHOLDER until the data path lands.
-use crate::frame::ConnectionId;
-/// Notice from the pipeline to the scheduler.
-#[derive(Debug)]
+//! The pipeline thread: parses frame batches, drops duplicates, records
+//! gaps and appends records to the cache ring.
+//!
+//! Runs on its own thread, fed by the readers through a bounded channel. It
+//! appends each frame batch to the ring under one lock and never waits for
+//! the sink. It takes no lock per frame: per-stream counters are atomics,
+//! and the shared per-stream table is locked only when a new stream appears.
+//! It never stops for bad input: malformed frames and gaps are counted,
+//! logged at a limited rate, and skipped or recorded.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use crate::frame::{ConnectionId, FrameBatch};
+use crate::liveness::{CHECKIN_INTERVAL, Checkin};
+use crate::lograte::LogLimiter;
+use crate::metrics::{Counter, Exposition, MetricType, PREFIX};
+use crate::parse::{Event, ParseErrorKind, Parsed, parse_frame};
+use crate::record::{self, RecordKind};
+use crate::ring::{RecordBatch, Ring};
+use crate::sequence::{Rule, StreamSequence, Verdict};
+use crate::venue::Venue;
+
+/// Settings of the pipeline.
+#[derive(Clone, Debug)]
+pub struct PipelineSettings {
+    /// Venue, written into every record and deciding the depth gap rule.
+    pub venue: Venue,
+    /// Payload digests kept per stream for streams without ids.
+    pub dedup_window: usize,
+    /// Streams whose sequence and counters are tracked. Events of further
+    /// streams are still stored, but not checked for duplicates or gaps, and
+    /// counted in `binance_ingest_untracked_events_total`.
+    pub max_streams: usize,
+}
+
+/// A control event the pipeline found in the data, for the scheduler.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Notice {
-    /// A `serverShutdown` event arrived on the connection.
+    /// The server announced that it will close this connection soon.
     ServerShutdown {
-        /// Connection it arrived on.
+        /// Connection that carried the announcement.
         connection: ConnectionId,
     },
 }
-use crate::metrics::Exposition;
-/// PLACEHOLDER.
+
+/// Counters of one tracked stream.
 #[derive(Debug, Default)]
-pub struct PipelineStats;
+struct StreamCounters {
+    events: Counter,
+    duplicates: Counter,
+    gaps: Counter,
+    missing: Counter,
+    last_received_ns: AtomicU64,
+}
+
+/// Counters of the pipeline, read by the HTTP threads.
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    frames: Counter,
+    replies: Counter,
+    server_shutdowns: Counter,
+    notices_dropped: Counter,
+    untracked_events: Counter,
+    parse_errors: [Counter; ParseErrorKind::ALL.len()],
+    /// At most `max_streams` entries; locked only to add a stream and to
+    /// render metrics.
+    streams: Mutex<HashMap<Box<str>, Arc<StreamCounters>>>,
+}
+
 impl PipelineStats {
-    /// PLACEHOLDER.
-    pub fn write_metrics(&self, _out: &mut Exposition) {}
-    /// PLACEHOLDER.
+    /// Creates zeroed statistics.
+    pub fn new() -> PipelineStats {
+        PipelineStats::default()
+    }
+
+    fn stream_table(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Arc<StreamCounters>>> {
+        // The table holds only counters, so a poisoned lock is still usable.
+        self.streams.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn register(&self, stream: &str) -> Arc<StreamCounters> {
+        let counters = Arc::new(StreamCounters::default());
+        self.stream_table().insert(stream.into(), counters.clone());
+        counters
+    }
+
+    /// Frames received, of every kind.
+    pub fn frames_total(&self) -> u64 {
+        self.frames.get()
+    }
+
+    /// Frames counted under `kind`.
+    pub fn parse_errors(&self, kind: ParseErrorKind) -> u64 {
+        self.parse_errors[kind.index()].get()
+    }
+
+    /// Returns each tracked stream with the receive time (ns since the Unix
+    /// epoch) of its newest stored event, sorted by stream name. Streams that
+    /// have stored nothing yet are left out.
     pub fn stream_last_event(&self) -> Vec<(String, u64)> {
-        Vec::new()
+        let mut streams: Vec<(String, u64)> = self
+            .stream_table()
+            .iter()
+            .map(|(stream, counters)| {
+                (stream.to_string(), counters.last_received_ns.load(Ordering::Relaxed))
+            })
+            .filter(|(_, received_ns)| *received_ns > 0)
+            .collect();
+        streams.sort();
+        streams
+    }
+
+    /// Writes the pipeline's metric families.
+    pub fn write_metrics(&self, out: &mut Exposition) {
+        let name = |suffix: &str| format!("{PREFIX}{suffix}");
+        out.single_u64(
+            &name("frames_total"),
+            MetricType::Counter,
+            "WebSocket data frames received by the pipeline, of every kind.",
+            self.frames.get(),
+        );
+        out.single_u64(
+            &name("replies_total"),
+            MetricType::Counter,
+            "Replies to requests (result or error frames), not stored.",
+            self.replies.get(),
+        );
+        out.single_u64(
+            &name("server_shutdown_notices_total"),
+            MetricType::Counter,
+            "serverShutdown announcements received.",
+            self.server_shutdowns.get(),
+        );
+        out.single_u64(
+            &name("notices_dropped_total"),
+            MetricType::Counter,
+            "Notices to the scheduler dropped because its queue was full or closed.",
+            self.notices_dropped.get(),
+        );
+        out.single_u64(
+            &name("untracked_events_total"),
+            MetricType::Counter,
+            "Events stored without duplicate or gap checks because the stream table was full.",
+            self.untracked_events.get(),
+        );
+        let parse_errors = name("parse_errors_total");
+        out.family(&parse_errors, MetricType::Counter, "Frames skipped as not market data.");
+        for kind in ParseErrorKind::ALL {
+            let value = self.parse_errors[kind.index()].get();
+            out.sample_u64(&parse_errors, &[("kind", kind.label())], value);
+        }
+        self.write_stream_metrics(out);
+    }
+
+    fn write_stream_metrics(&self, out: &mut Exposition) {
+        let mut streams: Vec<(Box<str>, Arc<StreamCounters>)> = self
+            .stream_table()
+            .iter()
+            .map(|(stream, counters)| (stream.clone(), counters.clone()))
+            .collect();
+        streams.sort_by(|left, right| left.0.cmp(&right.0));
+        let families: [(&str, &str, CounterOf); 4] = [
+            ("events_total", "Events stored, per stream.", |c| c.events.get()),
+            ("duplicates_dropped_total", "Duplicate events dropped, per stream.", |c| {
+                c.duplicates.get()
+            }),
+            ("gaps_total", "Sequence gaps detected, per stream.", |c| c.gaps.get()),
+            (
+                "missing_events_total",
+                "Events missing in gaps, per stream, where ids count events (trade, aggTrade).",
+                |c| c.missing.get(),
+            ),
+        ];
+        for (suffix, help, value) in families {
+            let family = format!("{PREFIX}{suffix}");
+            out.family(&family, MetricType::Counter, help);
+            for (stream, counters) in &streams {
+                out.sample_u64(&family, &[("stream", stream)], value(counters));
+            }
+        }
+        let age = format!("{PREFIX}stream_last_event_age_seconds");
+        out.family(&age, MetricType::Gauge, "Seconds since the newest stored event, per stream.");
+        let now_ns = unix_now_ns();
+        for (stream, counters) in &streams {
+            let last = counters.last_received_ns.load(Ordering::Relaxed);
+            if last > 0 {
+                let seconds = now_ns.saturating_sub(last) as f64 / 1e9;
+                out.sample_f64(&age, &[("stream", stream)], seconds);
+            }
+        }
     }
 }
-use crate::frame::FrameBatch;
-use crate::liveness::Checkin;
-use crate::ring::Ring;
-use crate::venue::Venue;
-use std::sync::Arc;
-/// PLACEHOLDER.
-#[derive(Debug, Clone)]
-pub struct PipelineSettings {
-    /// Venue.
-    pub venue: Venue,
-    /// Window.
-    pub dedup_window: usize,
-    /// Streams.
-    pub max_streams: usize,
+
+/// Reads one counter of a stream.
+type CounterOf = fn(&StreamCounters) -> u64;
+
+fn unix_now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX))
 }
-/// PLACEHOLDER.
+
+/// Starts the pipeline thread. It exits after `frames` is disconnected and
+/// drained, and then closes the ring.
 pub fn spawn(
-    _settings: PipelineSettings,
-    frames: crossbeam_channel::Receiver<FrameBatch>,
+    settings: PipelineSettings,
+    frames: Receiver<FrameBatch>,
     ring: Arc<Ring>,
-    _stats: Arc<PipelineStats>,
-    _notices: crossbeam_channel::Sender<Notice>,
+    stats: Arc<PipelineStats>,
+    notices: Sender<Notice>,
     checkin: Checkin,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new().name("pipeline".into()).spawn(move || {
-        while frames.recv().is_ok() {
+) -> io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name("pipeline".to_string()).spawn(move || {
+        let mut pipeline = Pipeline::new(settings, ring.clone(), stats, notices);
+        loop {
             checkin.beat();
+            match frames.recv_timeout(CHECKIN_INTERVAL) {
+                Ok(batch) => pipeline.process(&batch),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
         }
         ring.close();
+        log::info!("pipeline stopped frames={}", pipeline.stats.frames.get());
     })
+}
+
+/// Sequence state and counters of one tracked stream.
+struct Tracked {
+    sequence: StreamSequence,
+    counters: Arc<StreamCounters>,
+}
+
+/// State owned by the pipeline thread.
+pub struct Pipeline {
+    settings: PipelineSettings,
+    ring: Arc<Ring>,
+    stats: Arc<PipelineStats>,
+    notices: Sender<Notice>,
+    streams: HashMap<Box<str>, Tracked>,
+    records: RecordBatch,
+    limits: Limits,
+}
+
+#[derive(Default)]
+struct Limits {
+    parse_errors: [LogLimiter; ParseErrorKind::ALL.len()],
+    gaps: LogLimiter,
+    untracked: LogLimiter,
+    notices: LogLimiter,
+    oversized: LogLimiter,
+}
+
+impl Pipeline {
+    /// Creates the pipeline state; [`spawn`] runs it on its own thread.
+    /// Exposed for benchmarks and tests that drive it on the caller's thread.
+    pub fn new(
+        settings: PipelineSettings,
+        ring: Arc<Ring>,
+        stats: Arc<PipelineStats>,
+        notices: Sender<Notice>,
+    ) -> Pipeline {
+        Pipeline {
+            settings,
+            ring,
+            stats,
+            notices,
+            streams: HashMap::new(),
+            records: RecordBatch::new(),
+            limits: Limits::default(),
+        }
+    }
+
+    /// Processes one frame batch and appends its records to the ring under
+    /// one lock.
+    pub fn process(&mut self, batch: &FrameBatch) {
+        self.records.clear();
+        let connection = batch.connection();
+        self.stats.frames.add(batch.len() as u64);
+        for frame in batch.iter() {
+            match parse_frame(frame.kind, frame.payload) {
+                Parsed::Event(event) => self.handle_event(connection, frame.received_ns, &event),
+                Parsed::Reply => self.stats.replies.inc(),
+                Parsed::ServerShutdown => self.handle_server_shutdown(connection),
+                Parsed::Invalid(kind) => {
+                    self.stats.parse_errors[kind.index()].inc();
+                    let limiter = &mut self.limits.parse_errors[kind.index()];
+                    if let Some(suppressed) = limiter.allow(Instant::now()) {
+                        log::warn!(
+                            "skipped frame that is not market data kind={} conn={connection} bytes={} suppressed={suppressed}",
+                            kind.label(),
+                            frame.payload.len()
+                        );
+                    }
+                }
+            }
+        }
+        let appended = self.ring.append(&self.records);
+        if appended < self.records.len()
+            && let Some(suppressed) = self.limits.oversized.allow(Instant::now())
+        {
+            log::warn!(
+                "rejected records larger than the cache ring count={} capacity_bytes={} conn={connection} suppressed={suppressed}",
+                self.records.len() - appended,
+                self.ring.capacity()
+            );
+        }
+    }
+
+    fn handle_server_shutdown(&mut self, connection: ConnectionId) {
+        self.stats.server_shutdowns.inc();
+        log::info!("server announced shutdown conn={connection}");
+        if self.notices.try_send(Notice::ServerShutdown { connection }).is_err() {
+            self.stats.notices_dropped.inc();
+            if let Some(suppressed) = self.limits.notices.allow(Instant::now()) {
+                log::warn!(
+                    "dropped server shutdown notice, scheduler queue full or closed conn={connection} suppressed={suppressed}"
+                );
+            }
+        }
+    }
+
+    fn handle_event(&mut self, connection: ConnectionId, received_ns: u64, event: &Event<'_>) {
+        if !self.streams.contains_key(event.stream) {
+            self.start_tracking(event.stream);
+        }
+        let venue = self.settings.venue;
+        let Some(tracked) = self.streams.get_mut(event.stream) else {
+            self.stats.untracked_events.inc();
+            push_event(&mut self.records, venue, connection, received_ns, event);
+            return;
+        };
+        match tracked.sequence.observe(connection, &event.ids, event.data) {
+            Verdict::Duplicate => {
+                tracked.counters.duplicates.inc();
+                return;
+            }
+            Verdict::Gap(gap) => {
+                tracked.counters.gaps.inc();
+                tracked.counters.missing.add(gap.missing.unwrap_or(0));
+                self.records.push_with(received_ns, RecordKind::Gap, event.stream, |out| {
+                    record::push_gap_line(out, received_ns, venue, event.stream, connection, &gap)
+                });
+                if let Some(suppressed) = self.limits.gaps.allow(Instant::now()) {
+                    log::warn!(
+                        "sequence gap stream={} conn={connection} rule={} first={:?} last={:?} missing={:?} suppressed={suppressed}",
+                        event.stream,
+                        gap.rule,
+                        gap.first,
+                        gap.last,
+                        gap.missing
+                    );
+                }
+            }
+            Verdict::New => {}
+        }
+        tracked.counters.events.inc();
+        tracked.counters.last_received_ns.store(received_ns, Ordering::Relaxed);
+        push_event(&mut self.records, venue, connection, received_ns, event);
+    }
+
+    /// Adds `stream` to the tracked streams unless the table is full.
+    fn start_tracking(&mut self, stream: &str) {
+        if self.streams.len() >= self.settings.max_streams {
+            if let Some(suppressed) = self.limits.untracked.allow(Instant::now()) {
+                log::warn!(
+                    "stream table full, storing without duplicate checks stream={stream} max_streams={} suppressed={suppressed}",
+                    self.settings.max_streams
+                );
+            }
+            return;
+        }
+        let rule = Rule::for_stream(self.settings.venue, stream);
+        let tracked = Tracked {
+            sequence: StreamSequence::new(rule, self.settings.dedup_window),
+            counters: self.stats.register(stream),
+        };
+        self.streams.insert(stream.into(), tracked);
+    }
+}
+
+fn push_event(
+    records: &mut RecordBatch,
+    venue: Venue,
+    connection: ConnectionId,
+    received_ns: u64,
+    event: &Event<'_>,
+) {
+    records.push_with(received_ns, RecordKind::Event, event.stream, |out| {
+        record::push_event_line(out, received_ns, venue, event.stream, connection, event.data)
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::FrameKind;
+    use crate::ring::Cursor;
+
+    fn pipeline(max_streams: usize) -> (Pipeline, Arc<Ring>, Receiver<Notice>) {
+        let ring = Arc::new(Ring::new(1 << 20));
+        let (sender, receiver) = crossbeam_channel::bounded(1);
+        let settings = PipelineSettings { venue: Venue::Spot, dedup_window: 16, max_streams };
+        let stats = Arc::new(PipelineStats::new());
+        (Pipeline::new(settings, ring.clone(), stats, sender), ring, receiver)
+    }
+
+    fn batch(connection: ConnectionId, frames: &[&str]) -> FrameBatch {
+        let mut batch = FrameBatch::new(connection, 1024);
+        for (index, frame) in frames.iter().enumerate() {
+            batch.push(FrameKind::Text, 1000 + index as u64, frame.as_bytes());
+        }
+        batch
+    }
+
+    fn stored_lines(ring: &Ring) -> Vec<String> {
+        let mut cursor = Cursor::default();
+        let mut out = RecordBatch::new();
+        ring.read(&mut cursor, &mut out, usize::MAX);
+        out.iter().map(|record| String::from_utf8_lossy(record.line).into_owned()).collect()
+    }
+
+    #[test]
+    fn pipeline_stores_counts_and_notifies() {
+        let (mut pipeline, ring, notices) = pipeline(8);
+        pipeline.process(&batch(
+            3,
+            &[
+                r#"{"stream":"btcusdt@trade","data":{"e":"trade","t":100}}"#,
+                r#"{"stream":"btcusdt@trade","data":{"e":"trade","t":100}}"#,
+                r#"{"stream":"btcusdt@trade","data":{"e":"trade","t":104}}"#,
+                r#"{"result":null,"id":1}"#,
+                r#"{"stream":"!serverShutdown","data":{"e":"serverShutdown","E":1}}"#,
+                "not json",
+            ],
+        ));
+        let lines = stored_lines(&ring);
+        assert_eq!(lines.len(), 3);
+        assert_eq!(
+            lines[0],
+            r#"{"recv_ns":1000,"venue":"spot","stream":"btcusdt@trade","conn":3,"data":{"e":"trade","t":100}}"#
+        );
+        assert!(lines[1].contains(r#""gap":{"first":101,"last":103,"missing":3,"rule":"trade"}"#));
+        assert!(lines[2].ends_with(r#""data":{"e":"trade","t":104}}"#));
+        assert_eq!(notices.try_recv(), Ok(Notice::ServerShutdown { connection: 3 }));
+
+        let stats = &pipeline.stats;
+        assert_eq!(stats.frames_total(), 6);
+        assert_eq!(stats.replies.get(), 1);
+        assert_eq!(stats.server_shutdowns.get(), 1);
+        assert_eq!(stats.parse_errors(ParseErrorKind::InvalidJson), 1);
+        let mut out = Exposition::new();
+        stats.write_metrics(&mut out);
+        let body = out.finish();
+        assert!(body.contains("binance_ingest_events_total{stream=\"btcusdt@trade\"} 2\n"));
+        assert!(
+            body.contains("binance_ingest_duplicates_dropped_total{stream=\"btcusdt@trade\"} 1\n")
+        );
+        assert!(body.contains("binance_ingest_gaps_total{stream=\"btcusdt@trade\"} 1\n"));
+        assert!(body.contains("binance_ingest_missing_events_total{stream=\"btcusdt@trade\"} 3\n"));
+        assert!(body.contains("binance_ingest_parse_errors_total{kind=\"invalid_json\"} 1\n"));
+        assert_eq!(stats.stream_last_event(), [("btcusdt@trade".to_string(), 1002)]);
+    }
+
+    #[test]
+    fn streams_beyond_bound_are_stored_untracked() {
+        let (mut pipeline, ring, _notices) = pipeline(1);
+        let frame_a = r#"{"stream":"a@trade","data":{"t":1}}"#;
+        let frame_b = r#"{"stream":"b@trade","data":{"t":1}}"#;
+        pipeline.process(&batch(1, &[frame_a, frame_b, frame_b, frame_a]));
+        assert_eq!(stored_lines(&ring).len(), 3, "b is not checked for duplicates");
+        assert_eq!(pipeline.stats.untracked_events.get(), 2);
+        assert_eq!(pipeline.stats.stream_table().len(), 1);
+    }
+
+    #[test]
+    fn full_notice_queue_never_blocks() {
+        let (mut pipeline, _ring, _notices) = pipeline(8);
+        let shutdown = r#"{"stream":"!serverShutdown","data":{"E":1}}"#;
+        pipeline.process(&batch(1, &[shutdown, shutdown, shutdown]));
+        assert_eq!(pipeline.stats.server_shutdowns.get(), 3);
+        assert_eq!(pipeline.stats.notices_dropped.get(), 2);
+    }
 }

@@ -28,7 +28,7 @@ use tungstenite::{Message, WebSocket};
 use crate::connection::{ConnectionStats, EndReason, SlotState, SlotStatus};
 use crate::frame::{ConnectionId, FrameBatch, FrameKind};
 use crate::liveness::Checkin;
-use crate::ratelimit::LogLimiter;
+use crate::lograte::LogLimiter;
 use crate::tls;
 use crate::venue::Endpoint;
 

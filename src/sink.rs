@@ -1,44 +1,602 @@
-//! PLACEHOLDER until the data path lands.
-use crate::metrics::Exposition;
-/// PLACEHOLDER.
-#[derive(Debug, Default)]
-pub struct SinkStats;
-impl SinkStats {
-    /// PLACEHOLDER.
-    pub fn write_metrics(&self, _out: &mut Exposition) {}
-    /// PLACEHOLDER.
-    pub fn healthy(&self) -> bool {
-        true
-    }
-    /// PLACEHOLDER.
-    pub fn last_error(&self) -> Option<String> {
-        None
-    }
-}
-use crate::liveness::Checkin;
-use crate::ring::Ring;
-use crate::venue::Venue;
+//! The sink thread: follows the cache ring and writes records as
+//! Hive-partitioned JSON Lines files.
+//!
+//! Runs on its own thread. It copies records out of the ring in bounded
+//! reads, stages each line in a per-file buffer, and writes those buffers at
+//! least every flush interval. It never opens a file that exists (part files
+//! are created with `create_new`), so no file is ever rewritten or
+//! truncated. It never blocks the pipeline and never panics on I/O errors.
+//! A failed open, write or fsync is logged at a limited rate, counted and
+//! retried with backoff. Meanwhile unwritten lines stay staged (up to
+//! [`MAX_STAGED_BYTES`]) and the rest wait in the ring, and records that the
+//! pipeline overwrites there are counted as lost.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
-/// PLACEHOLDER.
-#[derive(Debug, Clone)]
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use crate::liveness::{CHECKIN_INTERVAL, Checkin};
+use crate::lograte::LogLimiter;
+use crate::metrics::{Counter, Exposition, MetricType, PREFIX};
+use crate::partition::{self, hour_of};
+use crate::record::RecordKind;
+use crate::ring::{Cursor, RecordBatch, RecordRef, Ring};
+use crate::venue::Venue;
+
+/// Staged bytes after which the sink stops reading from the ring until
+/// writes catch up: 8 MiB.
+pub const MAX_STAGED_BYTES: usize = 8 << 20;
+
+/// Bytes copied out of the ring per lock hold: 1 MiB.
+pub const READ_CHUNK_BYTES: usize = 1 << 20;
+
+/// Staged bytes that trigger a write before the flush interval ends.
+const WRITE_CHUNK_BYTES: usize = 256 << 10;
+
+/// First retry delay after an I/O error. It doubles per failed retry, up to
+/// [`MAX_BACKOFF`].
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Maximum retry delay after repeated I/O errors.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// How long the sink keeps retrying at shutdown before it gives up on
+/// staged lines and counts them as lost.
+pub const SHUTDOWN_RETRY_LIMIT: Duration = Duration::from_secs(30);
+
+/// Part files tried per partition before an open counts as failed.
+const MAX_PART_SEQUENCE: u32 = 1000;
+
+/// Settings of the sink.
+#[derive(Clone, Debug)]
 pub struct SinkSettings {
-    /// Dir.
+    /// Root folder of both tables.
     pub data_dir: PathBuf,
-    /// Instance.
+    /// Name in part-file names. It must not be empty or contain `/` or `\\`.
     pub instance: String,
-    /// Venue.
+    /// Venue, the `venue=` partition.
     pub venue: Venue,
-    /// Flush.
+    /// Maximum time a record stays staged before it is written. Values above
+    /// 1 s are treated as 1 s.
     pub flush_interval: Duration,
 }
-/// PLACEHOLDER.
+
+/// Counters and health of the sink, read by the HTTP threads.
+#[derive(Debug)]
+pub struct SinkStats {
+    records_written: Counter,
+    bytes_written: Counter,
+    write_errors: Counter,
+    lost_records: Counter,
+    open_files: Counter,
+    staged_bytes: Counter,
+    healthy: AtomicBool,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Default for SinkStats {
+    fn default() -> Self {
+        SinkStats {
+            records_written: Counter::new(),
+            bytes_written: Counter::new(),
+            write_errors: Counter::new(),
+            lost_records: Counter::new(),
+            open_files: Counter::new(),
+            staged_bytes: Counter::new(),
+            healthy: AtomicBool::new(true),
+            last_error: Mutex::new(None),
+        }
+    }
+}
+
+impl SinkStats {
+    /// Creates zeroed statistics, healthy.
+    pub fn new() -> SinkStats {
+        SinkStats::default()
+    }
+
+    /// Returns whether the last write attempt succeeded.
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Returns the most recent I/O error, kept after recovery.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).clone()
+    }
+
+    /// Records written to files (handed to the kernel, not yet fsynced).
+    pub fn records_written(&self) -> u64 {
+        self.records_written.get()
+    }
+
+    /// Failed opens, writes and fsyncs.
+    pub fn write_errors(&self) -> u64 {
+        self.write_errors.get()
+    }
+
+    /// Records lost: overwritten in the ring before the sink read them, or
+    /// abandoned at shutdown.
+    pub fn lost_records(&self) -> u64 {
+        self.lost_records.get()
+    }
+
+    /// Part files open now.
+    pub fn open_files(&self) -> u64 {
+        self.open_files.get()
+    }
+
+    fn record_error(&self, message: String) {
+        self.write_errors.inc();
+        self.healthy.store(false, Ordering::Relaxed);
+        *self.last_error.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(message);
+    }
+
+    /// Writes the sink's metric families.
+    pub fn write_metrics(&self, out: &mut Exposition) {
+        let families: [(&str, MetricType, &str, u64); 7] = [
+            (
+                "sink_records_written_total",
+                MetricType::Counter,
+                "Records written to part files.",
+                self.records_written.get(),
+            ),
+            (
+                "sink_bytes_written_total",
+                MetricType::Counter,
+                "Bytes written to part files.",
+                self.bytes_written.get(),
+            ),
+            (
+                "sink_write_errors_total",
+                MetricType::Counter,
+                "Failed opens, writes and fsyncs of part files.",
+                self.write_errors.get(),
+            ),
+            (
+                "sink_lost_records_total",
+                MetricType::Counter,
+                "Records overwritten in the ring before the sink wrote them, or abandoned at shutdown.",
+                self.lost_records.get(),
+            ),
+            ("sink_open_files", MetricType::Gauge, "Part files open now.", self.open_files.get()),
+            (
+                "sink_staged_bytes",
+                MetricType::Gauge,
+                "Bytes read from the ring and not yet written.",
+                self.staged_bytes.get(),
+            ),
+            (
+                "sink_healthy",
+                MetricType::Gauge,
+                "1 when the last write attempt succeeded, else 0.",
+                u64::from(self.healthy()),
+            ),
+        ];
+        for (suffix, kind, help, value) in families {
+            out.single_u64(&format!("{PREFIX}{suffix}"), kind, help, value);
+        }
+    }
+}
+
+/// Starts the sink thread. It exits once the ring is closed and every
+/// record in it is written and fsynced, or after [`SHUTDOWN_RETRY_LIMIT`] of
+/// failed retries at shutdown.
 pub fn spawn(
-    _settings: SinkSettings,
-    _ring: Arc<Ring>,
-    _stats: Arc<SinkStats>,
-    _checkin: Checkin,
-) -> std::io::Result<std::thread::JoinHandle<()>> {
-    std::thread::Builder::new().name("sink".into()).spawn(|| {})
+    settings: SinkSettings,
+    ring: Arc<Ring>,
+    stats: Arc<SinkStats>,
+    checkin: Checkin,
+) -> io::Result<JoinHandle<()>> {
+    if settings.instance.is_empty() || settings.instance.contains(['/', '\\']) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("invalid instance name {:?} for part files", settings.instance),
+        ));
+    }
+    let start_seconds =
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs());
+    let start = partition::format_start(start_seconds);
+    std::thread::Builder::new().name("sink".to_string()).spawn(move || {
+        let mut sink = Sink::new(settings, start, stats);
+        sink.run(&ring, &checkin);
+    })
+}
+
+/// One open (or not yet opened) part file and its staged lines.
+struct PartFile {
+    kind: RecordKind,
+    hour: u64,
+    dir: PathBuf,
+    file: Option<File>,
+    staged: Vec<u8>,
+    staged_records: u64,
+    /// Bytes of `staged` already written.
+    written: usize,
+}
+
+struct Sink {
+    settings: SinkSettings,
+    start: String,
+    stats: Arc<SinkStats>,
+    /// Part files by stream name; each stream has one per table and hour.
+    streams: HashMap<Box<str>, Vec<PartFile>>,
+    staged_bytes: usize,
+    retry_at: Option<Instant>,
+    backoff: Duration,
+    error_log: LogLimiter,
+    lost_log: LogLimiter,
+}
+
+impl Sink {
+    fn new(settings: SinkSettings, start: String, stats: Arc<SinkStats>) -> Sink {
+        Sink {
+            settings,
+            start,
+            stats,
+            streams: HashMap::new(),
+            staged_bytes: 0,
+            retry_at: None,
+            backoff: MIN_BACKOFF,
+            error_log: LogLimiter::default(),
+            lost_log: LogLimiter::default(),
+        }
+    }
+
+    fn run(&mut self, ring: &Ring, checkin: &Checkin) {
+        let mut cursor = Cursor::default();
+        let mut batch = RecordBatch::new();
+        let flush_interval = self.settings.flush_interval.min(Duration::from_secs(1));
+        let mut next_flush = Instant::now() + flush_interval;
+        let mut shutdown_deadline: Option<Instant> = None;
+        loop {
+            checkin.beat();
+            let mut finished = false;
+            batch.clear();
+            if self.staged_bytes < MAX_STAGED_BYTES {
+                let outcome = ring.read(&mut cursor, &mut batch, READ_CHUNK_BYTES);
+                if outcome.lost > 0 {
+                    self.count_lost(
+                        outcome.lost,
+                        "overwritten in the ring before the sink read them",
+                    );
+                }
+                for record in batch.iter() {
+                    self.stage(&record);
+                }
+                finished = outcome.finished;
+            }
+            let now = Instant::now();
+            let flush_due = now >= next_flush;
+            if flush_due || finished || self.staged_bytes >= WRITE_CHUNK_BYTES {
+                self.write_staged(now);
+            }
+            if flush_due {
+                self.close_past_hours();
+                next_flush = now + flush_interval;
+            }
+            self.stats.staged_bytes.set(self.staged_bytes as u64);
+
+            if finished && self.staged_bytes == 0 {
+                self.close_all();
+                break;
+            }
+            if ring.is_closed() {
+                let deadline = *shutdown_deadline.get_or_insert(now + SHUTDOWN_RETRY_LIMIT);
+                if now >= deadline {
+                    self.abandon_staged();
+                    let unread = ring.stats().next_seq.saturating_sub(cursor.next_seq());
+                    if unread > 0 {
+                        self.count_lost(unread, "unread in the ring at shutdown after retries");
+                    }
+                    self.close_all();
+                    break;
+                }
+            }
+            if batch.is_empty() || self.staged_bytes >= MAX_STAGED_BYTES {
+                let mut wait = CHECKIN_INTERVAL.min(next_flush.saturating_duration_since(now));
+                if let Some(retry_at) = self.retry_at {
+                    wait = wait.min(retry_at.saturating_duration_since(now));
+                }
+                let wait = wait.max(Duration::from_millis(1));
+                if self.staged_bytes >= MAX_STAGED_BYTES || finished {
+                    std::thread::sleep(wait);
+                } else {
+                    ring.wait(&cursor, wait);
+                }
+            }
+        }
+        log::info!(
+            "sink stopped records_written={} lost={}",
+            self.stats.records_written.get(),
+            self.stats.lost_records.get()
+        );
+    }
+
+    fn count_lost(&mut self, lost: u64, reason: &str) {
+        self.stats.lost_records.add(lost);
+        if let Some(suppressed) = self.lost_log.allow(Instant::now()) {
+            log::error!("sink lost records count={lost} reason={reason} suppressed={suppressed}");
+        }
+    }
+
+    /// Appends a record's line to the staged bytes of its part file.
+    fn stage(&mut self, record: &RecordRef<'_>) {
+        let hour = hour_of(record.received_ns);
+        if !self.streams.contains_key(record.stream) {
+            self.streams.insert(record.stream.into(), Vec::new());
+        }
+        let Some(parts) = self.streams.get_mut(record.stream) else {
+            return;
+        };
+        let index =
+            match parts.iter().position(|part| part.kind == record.kind && part.hour == hour) {
+                Some(index) => index,
+                None => {
+                    let dir = partition::partition_dir(
+                        &self.settings.data_dir,
+                        record.kind,
+                        self.settings.venue,
+                        record.stream,
+                        hour,
+                    );
+                    parts.push(PartFile {
+                        kind: record.kind,
+                        hour,
+                        dir,
+                        file: None,
+                        staged: Vec::new(),
+                        staged_records: 0,
+                        written: 0,
+                    });
+                    parts.len() - 1
+                }
+            };
+        let part = &mut parts[index];
+        part.staged.extend_from_slice(record.line);
+        part.staged.push(b'\n');
+        part.staged_records += 1;
+        self.staged_bytes += record.line.len() + 1;
+    }
+
+    /// Writes every staged buffer, unless a retry backoff is running. The
+    /// first error ends the pass: the disk is likely failing for all files.
+    fn write_staged(&mut self, now: Instant) {
+        if self.retry_at.is_some_and(|retry_at| now < retry_at) {
+            return;
+        }
+        let mut failure = None;
+        'parts: for parts in self.streams.values_mut() {
+            for part in parts.iter_mut() {
+                if part.staged.is_empty() {
+                    continue;
+                }
+                match write_part(part, &self.settings.instance, &self.start, &self.stats) {
+                    Ok(()) => {
+                        self.staged_bytes -= part.staged.len();
+                        self.stats.records_written.add(part.staged_records);
+                        part.staged.clear();
+                        part.staged_records = 0;
+                        part.written = 0;
+                    }
+                    Err(error) => {
+                        failure = Some(error);
+                        break 'parts;
+                    }
+                }
+            }
+        }
+        self.stats.open_files.set(self.open_file_count());
+        match failure {
+            None => {
+                self.retry_at = None;
+                self.backoff = MIN_BACKOFF;
+                self.stats.healthy.store(true, Ordering::Relaxed);
+            }
+            Some(message) => {
+                self.retry_at = Some(now + self.backoff);
+                self.report_error(&message);
+                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+
+    fn report_error(&mut self, message: &str) {
+        self.stats.record_error(message.to_string());
+        if let Some(suppressed) = self.error_log.allow(Instant::now()) {
+            log::error!(
+                "sink write failed, retrying error=\"{message}\" retry_in_ms={} staged_bytes={} suppressed={suppressed}",
+                self.backoff.as_millis(),
+                self.staged_bytes
+            );
+        }
+    }
+
+    fn open_file_count(&self) -> u64 {
+        self.streams.values().flatten().filter(|part| part.file.is_some()).count() as u64
+    }
+
+    /// Fsyncs and closes files of hours before the current UTC hour that
+    /// have nothing staged. A later record for such an hour opens a new
+    /// part file.
+    fn close_past_hours(&mut self) {
+        let now_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX));
+        let current_hour = hour_of(now_ns);
+        let mut errors = Vec::new();
+        for parts in self.streams.values_mut() {
+            parts.retain_mut(|part| {
+                if part.hour >= current_hour || !part.staged.is_empty() {
+                    return true;
+                }
+                if let Some(file) = part.file.take()
+                    && let Err(message) = sync_and_close(file, &part.dir)
+                {
+                    errors.push(message);
+                }
+                false
+            });
+        }
+        self.streams.retain(|_, parts| !parts.is_empty());
+        for message in errors {
+            self.report_error(&message);
+        }
+        self.stats.open_files.set(self.open_file_count());
+    }
+
+    fn abandon_staged(&mut self) {
+        let records: u64 = self.streams.values().flatten().map(|part| part.staged_records).sum();
+        self.count_lost(records, "unwritten at shutdown after retries");
+        for part in self.streams.values_mut().flatten() {
+            part.staged.clear();
+            part.staged_records = 0;
+            part.written = 0;
+        }
+        self.staged_bytes = 0;
+    }
+
+    /// Fsyncs and closes every open file.
+    fn close_all(&mut self) {
+        let mut errors = Vec::new();
+        for part in self.streams.values_mut().flatten() {
+            if let Some(file) = part.file.take()
+                && let Err(message) = sync_and_close(file, &part.dir)
+            {
+                errors.push(message);
+            }
+        }
+        for message in errors {
+            self.report_error(&message);
+        }
+        self.streams.clear();
+        self.stats.open_files.set(0);
+    }
+}
+
+/// Fsyncs and closes a part file, then fsyncs its folder so the file's
+/// directory entry survives a crash too.
+fn sync_and_close(file: File, dir: &std::path::Path) -> Result<(), String> {
+    file.sync_all().map_err(|error| format!("fsync failed in {}: {error}", dir.display()))?;
+    drop(file);
+    File::open(dir)
+        .and_then(|folder| folder.sync_all())
+        .map_err(|error| format!("fsync of folder {} failed: {error}", dir.display()))
+}
+
+/// Opens the part file if needed and writes its staged bytes. Bytes written
+/// before an error are not written again.
+fn write_part(
+    part: &mut PartFile,
+    instance: &str,
+    start: &str,
+    stats: &SinkStats,
+) -> Result<(), String> {
+    if part.file.is_none() {
+        part.file = Some(open_part(&part.dir, instance, start)?);
+    }
+    let Some(file) = part.file.as_mut() else {
+        return Err(format!("no open file in {}", part.dir.display()));
+    };
+    while part.written < part.staged.len() {
+        match file.write(&part.staged[part.written..]) {
+            Ok(0) => return Err(format!("write returned 0 bytes in {}", part.dir.display())),
+            Ok(count) => {
+                part.written += count;
+                stats.bytes_written.add(count as u64);
+            }
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(error) => return Err(format!("write failed in {}: {error}", part.dir.display())),
+        }
+    }
+    Ok(())
+}
+
+/// Creates the partition folder and a part file that did not exist before.
+fn open_part(dir: &std::path::Path, instance: &str, start: &str) -> Result<File, String> {
+    fs::create_dir_all(dir)
+        .map_err(|error| format!("create folder {} failed: {error}", dir.display()))?;
+    for sequence in 0..MAX_PART_SEQUENCE {
+        let path = dir.join(partition::part_file_name(instance, start, sequence));
+        match OpenOptions::new().append(true).create_new(true).open(&path) {
+            Ok(file) => {
+                log::debug!("opened part file path={}", path.display());
+                return Ok(file);
+            }
+            Err(error) if error.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(error) => return Err(format!("open {} failed: {error}", path.display())),
+        }
+    }
+    Err(format!("{MAX_PART_SEQUENCE} part files of this process exist in {}", dir.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("binance-ingest-sink-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        dir
+    }
+
+    #[test]
+    fn open_part_never_reuses_a_name() {
+        let dir = temp_dir("names");
+        let start = "20261204T153000Z";
+        fs::create_dir_all(&dir).unwrap();
+        let first = dir.join(partition::part_file_name("a", start, 0));
+        fs::write(&first, b"old\n").unwrap();
+
+        let mut file = open_part(&dir, "a", start).unwrap();
+        file.write_all(b"new\n").unwrap();
+        drop(file);
+        let _second = open_part(&dir, "a", start).unwrap();
+
+        assert_eq!(fs::read(&first).unwrap(), b"old\n");
+        let renamed = dir.join(partition::part_file_name("a", start, 1));
+        assert_eq!(fs::read(renamed).unwrap(), b"new\n");
+        assert!(dir.join(partition::part_file_name("a", start, 2)).exists());
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn stats_record_errors_and_render() {
+        let stats = SinkStats::new();
+        assert!(stats.healthy());
+        stats.record_error("write failed in /d: No space left on device".to_string());
+        assert!(!stats.healthy());
+        assert_eq!(stats.write_errors(), 1);
+        assert!(stats.last_error().unwrap().contains("No space"));
+        let mut out = Exposition::new();
+        stats.write_metrics(&mut out);
+        let body = out.finish();
+        assert!(body.contains("# TYPE binance_ingest_sink_write_errors_total counter\n"));
+        assert!(body.contains("binance_ingest_sink_healthy 0\n"));
+        assert_eq!(body.matches("# TYPE binance_ingest_sink_open_files gauge").count(), 1);
+    }
+
+    #[test]
+    fn spawn_rejects_path_in_instance() {
+        let settings = SinkSettings {
+            data_dir: temp_dir("instance"),
+            instance: "../x".to_string(),
+            venue: Venue::Spot,
+            flush_interval: Duration::from_secs(1),
+        };
+        let liveness = crate::liveness::Liveness::new();
+        let result = spawn(
+            settings,
+            Arc::new(Ring::new(1024)),
+            Arc::new(SinkStats::new()),
+            liveness.register("sink"),
+        );
+        assert_eq!(result.unwrap_err().kind(), io::ErrorKind::InvalidInput);
+    }
 }
