@@ -98,7 +98,9 @@ head -n 1 "$first" | cut -c 1-300
 cat <<MSG
 
 Query it, for example with DuckDB:
-  SELECT stream, count(*) FROM read_json_auto('$dir/data/venue=*/*/*/*/*.jsonl', hive_partitioning = true) GROUP BY stream;
+  SELECT stream, count(*) FROM read_json('$dir/data/venue=*/*/*/*/*.jsonl', hive_partitioning = true,
+    columns = {recv_ns: 'UBIGINT', venue: 'VARCHAR', stream: 'VARCHAR', conn: 'UBIGINT', data: 'JSON'})
+  GROUP BY stream;
 or with jq:
   cat $dir/data/venue=*/stream=btcusdt@trade/*/*/*.jsonl | jq -c '.data | {t, p, q}' | head
 MSG
