@@ -10,5 +10,6 @@ pub mod error;
 pub mod frame;
 pub mod liveness;
 pub mod metrics;
+pub mod mock;
 pub mod plan;
 pub mod venue;
