@@ -38,3 +38,7 @@ pub mod lograte;
 pub mod logging;
 pub mod notify;
 pub mod app;
+
+/// The mock exchange: a Binance stream server on loopback for tests, the
+/// demo, soak runs and benchmarks. Built into the `mock-exchange` binary.
+pub mod mock;
