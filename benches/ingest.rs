@@ -32,7 +32,8 @@ struct Figures {
 }
 
 fn main() {
-    let seconds: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(8);
+    let seconds: u64 =
+        std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(8);
     let window = Duration::from_secs(seconds);
     let dir = std::env::temp_dir().join(format!("binance-ingest-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -46,13 +47,22 @@ fn main() {
         drop(mock);
 
         let mock = Mock::start(&dir.join(format!("mock-{label}")));
-        let (service, latency) = service_run(&mock, stream, window, &dir.join(format!("service-{label}")), label == "trade");
+        let (service, latency) = service_run(
+            &mock,
+            stream,
+            window,
+            &dir.join(format!("service-{label}")),
+            label == "trade",
+        );
         drop(mock);
         rows.push((label, floor, service, latency));
     }
 
     println!();
-    println!("{:<7} {:<16} {:>12} {:>16} {:>14}", "stream", "reader", "msg/s", "CPU s / 1M msg", "peak RSS MiB");
+    println!(
+        "{:<7} {:<16} {:>12} {:>16} {:>14}",
+        "stream", "reader", "msg/s", "CPU s / 1M msg", "peak RSS MiB"
+    );
     for (label, floor, service, _) in &rows {
         for (name, figures) in [("bare read loop", floor), ("binance-ingest", service)] {
             println!(
@@ -60,12 +70,20 @@ fn main() {
                 figures.messages_per_second, figures.cpu_per_million, figures.peak_rss_mib
             );
         }
-        println!("{label:<7} {:<16} {:>12} {:>16.2}x", "ratio", "", service.cpu_per_million / floor.cpu_per_million);
+        println!(
+            "{label:<7} {:<16} {:>12} {:>16.2}x",
+            "ratio",
+            "",
+            service.cpu_per_million / floor.cpu_per_million
+        );
     }
     for (label, _, _, latency) in &rows {
         if let Some(latency) = latency {
             println!();
-            println!("HTTP latency while ingesting {label} at full speed ({} requests each):", latency.count);
+            println!(
+                "HTTP latency while ingesting {label} at full speed ({} requests each):",
+                latency.count
+            );
             for (path, samples) in [("/readyz", &latency.readyz), ("/metrics", &latency.metrics)] {
                 println!(
                     "  {path:<9} p50 {:>7.3} ms   p99 {:>7.3} ms   max {:>7.3} ms",
@@ -103,7 +121,9 @@ impl Mock {
             .expect("start mock-exchange");
         let deadline = Instant::now() + Duration::from_secs(20);
         let address = loop {
-            if let Some(address) = std::fs::read_to_string(&ready).ok().and_then(|t| t.trim().parse().ok()) {
+            if let Some(address) =
+                std::fs::read_to_string(&ready).ok().and_then(|t| t.trim().parse().ok())
+            {
                 break address;
             }
             assert!(Instant::now() < deadline, "mock-exchange did not become ready");
@@ -165,8 +185,10 @@ fn bare_read_loop(mock: &Mock, stream: &str, window: Duration) -> Figures {
     Figures {
         messages_per_second: frames as f64 / elapsed,
         cpu_per_million: cpu / frames as f64 * 1e6,
-        peak_rss_mib: status_kib(&std::fs::read_to_string("/proc/self/status").unwrap_or_default(), "VmHWM:")
-            as f64
+        peak_rss_mib: status_kib(
+            &std::fs::read_to_string("/proc/self/status").unwrap_or_default(),
+            "VmHWM:",
+        ) as f64
             / 1024.0,
     }
 }
@@ -177,7 +199,13 @@ struct Latency {
     metrics: Vec<f64>,
 }
 
-fn service_run(mock: &Mock, stream: &str, window: Duration, dir: &Path, measure_http: bool) -> (Figures, Option<Latency>) {
+fn service_run(
+    mock: &Mock,
+    stream: &str,
+    window: Duration,
+    dir: &Path,
+    measure_http: bool,
+) -> (Figures, Option<Latency>) {
     std::fs::create_dir_all(dir).expect("create service folder");
     let mut child = Command::new(env!("CARGO_BIN_EXE_binance-ingest"))
         .arg("run")
@@ -237,7 +265,9 @@ fn service_run(mock: &Mock, stream: &str, window: Duration, dir: &Path, measure_
     let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
     let _ = child.wait();
     if dropped > 0.0 {
-        println!("note: binance-ingest dropped {dropped} frames on the {stream} run (pipeline queue full)");
+        println!(
+            "note: binance-ingest dropped {dropped} frames on the {stream} run (pipeline queue full)"
+        );
     }
     let figures = Figures {
         messages_per_second: frames / elapsed,
@@ -253,7 +283,9 @@ fn http_load(address: SocketAddr, stop: &AtomicBool) -> Latency {
     let mut latency = Latency { count: 0, readyz: Vec::new(), metrics: Vec::new() };
     let mut next = Instant::now();
     while !stop.load(Ordering::Relaxed) && latency.count < 100_000 {
-        for (path, samples) in [("/readyz", &mut latency.readyz), ("/metrics", &mut latency.metrics)] {
+        for (path, samples) in
+            [("/readyz", &mut latency.readyz), ("/metrics", &mut latency.metrics)]
+        {
             let started = Instant::now();
             let _ = get(address, path);
             samples.push(started.elapsed().as_secs_f64() * 1000.0);
@@ -304,7 +336,8 @@ fn process_cpu_seconds(pid: u32) -> f64 {
 /// utime + stime (fields 14 and 15) of a `stat` file, in seconds.
 fn stat_cpu_seconds(text: &str) -> f64 {
     let after_name = text.rfind(')').map_or("", |index| &text[index + 1..]);
-    let fields: Vec<u64> = after_name.split_whitespace().skip(11).take(2).filter_map(|f| f.parse().ok()).collect();
+    let fields: Vec<u64> =
+        after_name.split_whitespace().skip(11).take(2).filter_map(|f| f.parse().ok()).collect();
     fields.iter().sum::<u64>() as f64 / USER_HZ
 }
 

@@ -80,7 +80,8 @@ pub fn start(config: &Config) -> Result<Service, Error> {
     let connection_stats = Arc::new(ConnectionStats::default());
     let pipeline_stats = Arc::new(PipelineStats::default());
     let sink_stats = Arc::new(SinkStats::default());
-    let slots: Vec<Arc<SlotStatus>> = plans.iter().map(|plan| Arc::new(slot_status(plan))).collect();
+    let slots: Vec<Arc<SlotStatus>> =
+        plans.iter().map(|plan| Arc::new(slot_status(plan))).collect();
     let health = Arc::new(Health::new(
         liveness.clone(),
         slots.clone(),
@@ -94,8 +95,9 @@ pub fn start(config: &Config) -> Result<Service, Error> {
         venue: config.venue,
         flush_interval: config.flush_interval,
     };
-    let sink = sink::spawn(sink_settings, ring.clone(), sink_stats.clone(), liveness.register("sink"))
-        .map_err(|source| Error::Spawn { thread: "sink".into(), source })?;
+    let sink =
+        sink::spawn(sink_settings, ring.clone(), sink_stats.clone(), liveness.register("sink"))
+            .map_err(|source| Error::Spawn { thread: "sink".into(), source })?;
 
     let (frames, frame_rx) = crossbeam_channel::bounded(config.frame_queue);
     let (notice_tx, notices) = crossbeam_channel::bounded(64);

@@ -83,7 +83,9 @@ impl fmt::Display for EndReason {
             EndReason::ConnectFailed(error) => write!(f, "connect failed: {error}"),
             EndReason::Tls { message, .. } => f.write_str(message),
             EndReason::Rejected { status, retry_after } => match retry_after {
-                Some(wait) => write!(f, "handshake rejected with HTTP {status}, retry after {wait:?}"),
+                Some(wait) => {
+                    write!(f, "handshake rejected with HTTP {status}, retry after {wait:?}")
+                }
                 None => write!(f, "handshake rejected with HTTP {status}"),
             },
             EndReason::Protocol(error) => write!(f, "protocol error: {error}"),

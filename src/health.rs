@@ -131,7 +131,9 @@ impl Health {
         let stalled: Vec<String> = workers
             .iter()
             .filter(|worker| worker.silent_for > STALL_AFTER)
-            .map(|worker| format!("{} silent for {:.1} s", worker.name, worker.silent_for.as_secs_f64()))
+            .map(|worker| {
+                format!("{} silent for {:.1} s", worker.name, worker.silent_for.as_secs_f64())
+            })
             .collect();
         let check = if stalled.is_empty() {
             Check {
@@ -172,7 +174,13 @@ impl Health {
         }
 
         let sink_check = if self.sink.healthy() {
-            Check { name: "sink".into(), status: Status::Pass, output: String::new(), observed: None, unit: None }
+            Check {
+                name: "sink".into(),
+                status: Status::Pass,
+                output: String::new(),
+                observed: None,
+                unit: None,
+            }
         } else {
             Check {
                 name: "sink".into(),
@@ -192,10 +200,16 @@ impl Health {
         let age = (snapshot.last_frame_ns > 0)
             .then(|| Duration::from_nanos(now_ns.saturating_sub(snapshot.last_frame_ns)));
         let (status, output) = match (snapshot.state, age) {
-            (SlotState::Open, Some(age)) if age <= self.stale_after => (Status::Pass, String::new()),
+            (SlotState::Open, Some(age)) if age <= self.stale_after => {
+                (Status::Pass, String::new())
+            }
             (SlotState::Open, Some(age)) => (
                 Status::Fail,
-                format!("no frame for {:.1} s (stale after {:?})", age.as_secs_f64(), self.stale_after),
+                format!(
+                    "no frame for {:.1} s (stale after {:?})",
+                    age.as_secs_f64(),
+                    self.stale_after
+                ),
             ),
             (SlotState::Open, None) => (Status::Fail, "open, no frame received yet".into()),
             (state, _) => {

@@ -84,7 +84,9 @@ impl HttpServer {
                             Err(_) if stop.load(Ordering::Relaxed) => break,
                             Err(error) => {
                                 if let Some(suppressed) = error_log.allow(Instant::now()) {
-                                    log::warn!("http accept failed: {error} ({suppressed} suppressed)");
+                                    log::warn!(
+                                        "http accept failed: {error} ({suppressed} suppressed)"
+                                    );
                                 }
                             }
                         }
@@ -148,10 +150,20 @@ fn route(request: &Request, context: &HttpContext) -> Routed {
     let (path, query) = url.split_once('?').unwrap_or((url, ""));
     let known = matches!(path, "/livez" | "/healthz" | "/readyz" | "/metrics" | "/recent");
     if !known {
-        return (404, TEXT, format!("not found: {path}; try /livez, /readyz, /metrics or /recent\n"), None);
+        return (
+            404,
+            TEXT,
+            format!("not found: {path}; try /livez, /readyz, /metrics or /recent\n"),
+            None,
+        );
     }
     if !matches!(request.method(), Method::Get | Method::Head) {
-        return (405, TEXT, format!("method {} not allowed\n", request.method()), Some("GET, HEAD"));
+        return (
+            405,
+            TEXT,
+            format!("method {} not allowed\n", request.method()),
+            Some("GET, HEAD"),
+        );
     }
 
     match path {
@@ -176,7 +188,14 @@ fn recent_response(query: &str, ring: &Ring) -> Routed {
             "stream" => match percent_decode(value) {
                 Some(value) if !value.is_empty() => stream = Some(value),
                 Some(_) => {}
-                None => return (400, TEXT, format!("invalid percent-encoding in stream={value}\n"), None),
+                None => {
+                    return (
+                        400,
+                        TEXT,
+                        format!("invalid percent-encoding in stream={value}\n"),
+                        None,
+                    );
+                }
             },
             "limit" => match value.parse::<usize>() {
                 Ok(value) if (1..=RECENT_MAX).contains(&value) => limit = value,
@@ -186,7 +205,12 @@ fn recent_response(query: &str, ring: &Ring) -> Routed {
                 }
             },
             other => {
-                return (400, TEXT, format!("unknown parameter {other:?}; accepted are stream and limit\n"), None);
+                return (
+                    400,
+                    TEXT,
+                    format!("unknown parameter {other:?}; accepted are stream and limit\n"),
+                    None,
+                );
             }
         }
     }

@@ -9,35 +9,35 @@
 pub mod cli;
 pub mod config;
 pub mod error;
-pub mod venue;
 pub mod plan;
+pub mod venue;
 
-pub mod tls;
 pub mod backoff;
 pub mod connection;
 pub mod reader;
 pub mod scheduler;
+pub mod tls;
 
+pub mod digest;
 pub mod frame;
 pub mod parse;
-pub mod sequence;
-pub mod digest;
-pub mod record;
-pub mod pipeline;
-pub mod ring;
 pub mod partition;
+pub mod pipeline;
+pub mod record;
+pub mod ring;
+pub mod sequence;
 pub mod sink;
 
+pub mod health;
+pub mod http;
 pub mod liveness;
 pub mod metrics;
 pub mod process;
-pub mod health;
-pub mod http;
 
-pub mod lograte;
-pub mod logging;
-pub mod notify;
 pub mod app;
+pub mod logging;
+pub mod lograte;
+pub mod notify;
 
 /// The mock exchange: a Binance stream server on loopback for tests, the
 /// demo, soak runs and benchmarks. Built into the `mock-exchange` binary.

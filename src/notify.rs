@@ -71,10 +71,13 @@ mod tests {
 
     #[test]
     fn notification_reaches_socket() {
-        let path = std::env::temp_dir().join(format!("binance-ingest-notify-{}", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("binance-ingest-notify-{}", std::process::id()));
         let _ = std::fs::remove_file(&path);
         let listener = UnixDatagram::bind(&path).unwrap();
-        let notifier = Notifier { socket: Some((UnixDatagram::unbound().unwrap(), path.display().to_string())) };
+        let notifier = Notifier {
+            socket: Some((UnixDatagram::unbound().unwrap(), path.display().to_string())),
+        };
         notifier.ready();
         let mut buffer = [0u8; 128];
         let length = listener.recv(&mut buffer).unwrap();

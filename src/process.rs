@@ -39,7 +39,8 @@ impl ProcessSample {
         let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
         let stat = fs::read_to_string("/proc/self/stat").unwrap_or_default();
         let (cpu_seconds, start_ticks) = parse_stat(&stat);
-        let boot_time = fs::read_to_string("/proc/stat").ok().and_then(|text| parse_boot_time(&text));
+        let boot_time =
+            fs::read_to_string("/proc/stat").ok().and_then(|text| parse_boot_time(&text));
         ProcessSample {
             cpu_seconds,
             resident_bytes: status_kib(&status, "VmRSS:").map(|kib| kib * 1024),
@@ -47,7 +48,9 @@ impl ProcessSample {
             virtual_bytes: status_kib(&status, "VmSize:").map(|kib| kib * 1024),
             threads: status_kib(&status, "Threads:"),
             open_fds: fs::read_dir("/proc/self/fd").ok().map(|dir| dir.count() as u64),
-            max_fds: fs::read_to_string("/proc/self/limits").ok().and_then(|text| parse_max_fds(&text)),
+            max_fds: fs::read_to_string("/proc/self/limits")
+                .ok()
+                .and_then(|text| parse_max_fds(&text)),
             start_time_seconds: match (boot_time, start_ticks) {
                 (Some(boot), Some(ticks)) => Some(boot as f64 + ticks as f64 / USER_HZ),
                 _ => None,
@@ -58,10 +61,26 @@ impl ProcessSample {
     /// Writes the standard process metric families.
     pub fn write_metrics(&self, out: &mut Exposition) {
         let gauges: [(&str, &str, Option<f64>); 5] = [
-            ("process_resident_memory_bytes", "Resident memory size in bytes.", self.resident_bytes.map(|v| v as f64)),
-            ("process_virtual_memory_bytes", "Virtual memory size in bytes.", self.virtual_bytes.map(|v| v as f64)),
-            ("process_open_fds", "Number of open file descriptors.", self.open_fds.map(|v| v as f64)),
-            ("process_max_fds", "Maximum number of open file descriptors.", self.max_fds.map(|v| v as f64)),
+            (
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes.",
+                self.resident_bytes.map(|v| v as f64),
+            ),
+            (
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes.",
+                self.virtual_bytes.map(|v| v as f64),
+            ),
+            (
+                "process_open_fds",
+                "Number of open file descriptors.",
+                self.open_fds.map(|v| v as f64),
+            ),
+            (
+                "process_max_fds",
+                "Maximum number of open file descriptors.",
+                self.max_fds.map(|v| v as f64),
+            ),
             (
                 "process_start_time_seconds",
                 "Start time of the process since unix epoch in seconds.",
@@ -111,7 +130,9 @@ fn parse_stat(text: &str) -> (Option<f64>, Option<u64>) {
 }
 
 fn parse_boot_time(text: &str) -> Option<u64> {
-    text.lines().find_map(|line| line.strip_prefix("btime ")).and_then(|value| value.trim().parse().ok())
+    text.lines()
+        .find_map(|line| line.strip_prefix("btime "))
+        .and_then(|value| value.trim().parse().ok())
 }
 
 /// Returns the number of a `Key:   123 kB` line of `/proc/self/status`.

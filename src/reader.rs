@@ -162,7 +162,9 @@ fn run(task: ReaderTask, commands: Receiver<Command>) {
             task.status.set_state(SlotState::Open, Some(task.connection));
             task.stats.connects.inc();
             task.stats.open.add(1);
-            let _ = task.events.send(ReaderEvent::Opened { slot: task.slot, connection: task.connection });
+            let _ = task
+                .events
+                .send(ReaderEvent::Opened { slot: task.slot, connection: task.connection });
 
             let mut session = Session::new(&task, socket);
             let reason = session.read_loop(&commands);
@@ -220,7 +222,10 @@ impl<'a> Session<'a> {
                 }
             }
             if closing_since.is_some_and(|since| since.elapsed() > CLOSE_WAIT) {
-                log::warn!("conn={} server did not confirm the close in time", self.task.connection);
+                log::warn!(
+                    "conn={} server did not confirm the close in time",
+                    self.task.connection
+                );
                 self.finish_batch();
                 return EndReason::Stopped;
             }
@@ -264,7 +269,8 @@ impl<'a> Session<'a> {
             Message::Pong(_) | Message::Frame(_) => return,
         };
         if self.frames == 0 {
-            let first = ReaderEvent::FirstData { slot: self.task.slot, connection: self.task.connection };
+            let first =
+                ReaderEvent::FirstData { slot: self.task.slot, connection: self.task.connection };
             let _ = self.task.events.send(first);
         }
         if self.batch.is_empty() {
@@ -289,21 +295,29 @@ impl<'a> Session<'a> {
             WsError::ConnectionClosed | WsError::AlreadyClosed if closing => {
                 Some(EndReason::Stopped)
             }
-            WsError::ConnectionClosed | WsError::AlreadyClosed => match self.close_received.take() {
-                Some((code, reason)) => Some(EndReason::ClosedByServer { code, reason }),
-                None => Some(EndReason::Eof),
-            },
+            WsError::ConnectionClosed | WsError::AlreadyClosed => {
+                match self.close_received.take() {
+                    Some((code, reason)) => Some(EndReason::ClosedByServer { code, reason }),
+                    None => Some(EndReason::Eof),
+                }
+            }
             WsError::Io(io_error) if closing => {
                 log::debug!("conn={} ended while closing: {io_error}", self.task.connection);
                 Some(EndReason::Stopped)
             }
-            WsError::Io(io_error) => Some(io_end_reason(&io_error, &self.task.settings.endpoint.host)),
+            WsError::Io(io_error) => {
+                Some(io_end_reason(&io_error, &self.task.settings.endpoint.host))
+            }
             WsError::Protocol(protocol) => match protocol {
-                tungstenite::error::ProtocolError::ResetWithoutClosingHandshake => Some(EndReason::Eof),
+                tungstenite::error::ProtocolError::ResetWithoutClosingHandshake => {
+                    Some(EndReason::Eof)
+                }
                 other => Some(EndReason::Protocol(other.to_string())),
             },
             WsError::Capacity(capacity) => Some(EndReason::TooLarge(capacity.to_string())),
-            WsError::Utf8(detail) => Some(EndReason::Protocol(format!("invalid UTF-8 in a text message: {detail}"))),
+            WsError::Utf8(detail) => {
+                Some(EndReason::Protocol(format!("invalid UTF-8 in a text message: {detail}")))
+            }
             WsError::Tls(error) => Some(EndReason::Io(error.to_string())),
             other => Some(EndReason::Protocol(other.to_string())),
         }
@@ -382,7 +396,10 @@ impl<'a> Session<'a> {
         };
         if wanted != self.poll {
             if let Err(error) = self.socket.get_ref().tcp().set_read_timeout(Some(wanted)) {
-                log::debug!("conn={} failed to set the read timeout: {error}", self.task.connection);
+                log::debug!(
+                    "conn={} failed to set the read timeout: {error}",
+                    self.task.connection
+                );
             }
             self.poll = wanted;
         }
@@ -417,9 +434,9 @@ fn connect(settings: &ReaderSettings, url: &str) -> Result<Socket, EndReason> {
 }
 
 fn connect_tcp(endpoint: &Endpoint, timeout: Duration) -> Result<TcpStream, EndReason> {
-    let addresses = (endpoint.host.as_str(), endpoint.port)
-        .to_socket_addrs()
-        .map_err(|error| EndReason::ConnectFailed(format!("cannot resolve {}: {error}", endpoint.host)))?;
+    let addresses = (endpoint.host.as_str(), endpoint.port).to_socket_addrs().map_err(|error| {
+        EndReason::ConnectFailed(format!("cannot resolve {}: {error}", endpoint.host))
+    })?;
 
     let mut last_error = None;
     for address in addresses {
@@ -449,10 +466,11 @@ fn handshake_tls(
         label: "invalid_name",
         message: format!("{host:?} is not a valid TLS server name: {error}"),
     })?;
-    let mut tls = ClientConnection::new(settings.tls.clone(), name).map_err(|error| EndReason::Tls {
-        label: tls::failure_label(&error),
-        message: tls::describe_failure(&error, host),
-    })?;
+    let mut tls =
+        ClientConnection::new(settings.tls.clone(), name).map_err(|error| EndReason::Tls {
+            label: tls::failure_label(&error),
+            message: tls::describe_failure(&error, host),
+        })?;
 
     // Completing the handshake here, before any WebSocket byte, means a
     // server whose certificate does not verify is never read from.

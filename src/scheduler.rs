@@ -254,7 +254,9 @@ impl Scheduler {
             }
             Err(error) => {
                 let delay = slot.backoff.next_delay();
-                log::error!("slot={index} failed to start a reader thread: {error}; retry in {delay:?}");
+                log::error!(
+                    "slot={index} failed to start a reader thread: {error}; retry in {delay:?}"
+                );
                 if replacement {
                     slot.replace_at = Some(now + delay);
                 } else {
@@ -341,11 +343,13 @@ impl Scheduler {
                 join_reader(handle);
             }
             let delay = slot.backoff.next_delay();
-            log::warn!("replacement slot={index} conn={connection} failed: {reason}; retry in {delay:?}");
+            log::warn!(
+                "replacement slot={index} conn={connection} failed: {reason}; retry in {delay:?}"
+            );
             slot.replace_at = Some(Instant::now() + delay);
             return;
         }
-        if !slot.current.as_ref().is_some_and(|h| h.connection == connection) {
+        if slot.current.as_ref().is_none_or(|h| h.connection != connection) {
             return;
         }
         if let Some(handle) = slot.current.take() {
@@ -433,7 +437,9 @@ pub fn reconnect_delay(reason: &EndReason, backoff: &mut Backoff) -> Duration {
         EndReason::Rejected { status: 429, retry_after } => {
             delay.max(retry_after.unwrap_or(RATE_LIMIT_WAIT))
         }
-        EndReason::Rejected { status: 418, retry_after } => delay.max(retry_after.unwrap_or(BAN_WAIT)),
+        EndReason::Rejected { status: 418, retry_after } => {
+            delay.max(retry_after.unwrap_or(BAN_WAIT))
+        }
         _ => delay,
     }
 }
@@ -452,7 +458,8 @@ mod tests {
     #[test]
     fn retry_after_sets_the_minimum_delay() {
         let mut backoff = Backoff::new(Duration::from_millis(10), Duration::from_millis(20), 5);
-        let limited = EndReason::Rejected { status: 429, retry_after: Some(Duration::from_secs(3)) };
+        let limited =
+            EndReason::Rejected { status: 429, retry_after: Some(Duration::from_secs(3)) };
         assert_eq!(reconnect_delay(&limited, &mut backoff), Duration::from_secs(3));
         let banned = EndReason::Rejected { status: 418, retry_after: None };
         assert_eq!(reconnect_delay(&banned, &mut backoff), BAN_WAIT);

@@ -13,7 +13,7 @@
 //! | futures diff depth (usdm, coinm) | `u` | `pu != last u`; `pu = -1` resets |
 //! | partial depth | `u` or `lastUpdateId` | never |
 //! | bookTicker | `u` | never: `u` only increases |
-//! | kline | (`k.t`, `E`) | never |
+//! | kline | (`E`, `k.t`) | never |
 //! | all others, and all-market `!` streams | payload digest | never |
 //!
 //! An id at or below the last seen is a duplicate. All-market streams such
@@ -45,7 +45,7 @@ pub enum Rule {
     PartialDepth,
     /// Book ticker, keyed by `u`.
     BookTicker,
-    /// Kline, keyed by (`k.t`, `E`).
+    /// Kline, keyed by (`E`, `k.t`).
     Kline,
     /// Payload digest within a bounded window.
     Digest,
@@ -155,7 +155,11 @@ impl StreamSequence {
             Rule::AggTrade => ids.agg_trade_id?,
             Rule::SpotDepth | Rule::FuturesDepth | Rule::BookTicker => ids.last_update_id?,
             Rule::PartialDepth => ids.last_update_id.or(ids.snapshot_update_id)?,
-            Rule::Kline => return Some((ids.kline_start?, ids.event_time?)),
+            // Event time first: it increases on every update of a kline
+            // stream, while `k.t` stays put for the life of a candle. The
+            // close of one candle and the first update of the next may
+            // share `E`, and `k.t` orders those two.
+            Rule::Kline => return Some((ids.event_time?, ids.kline_start?)),
             Rule::Digest => return None,
         };
         Some((primary, 0))
@@ -365,11 +369,25 @@ mod tests {
             event_time: Some(time),
             ..Ids::default()
         };
-        let events = [kline(60, 61), kline(60, 62), kline(60, 62), kline(120, 119), kline(60, 63)];
+        let events = [
+            kline(60, 61),
+            kline(60, 62),
+            kline(60, 62),
+            kline(120, 62),
+            kline(60, 61),
+            kline(120, 63),
+        ];
         let verdicts = run(Rule::Kline, &events);
         assert_eq!(
             verdicts,
-            [Verdict::New, Verdict::New, Verdict::Duplicate, Verdict::New, Verdict::Duplicate]
+            [
+                Verdict::New,
+                Verdict::New,
+                Verdict::Duplicate,
+                Verdict::New,
+                Verdict::Duplicate,
+                Verdict::New
+            ]
         );
     }
 

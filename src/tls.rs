@@ -39,7 +39,8 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, Error>
 }
 
 fn add_ca_file(roots: &mut RootCertStore, path: &Path) -> Result<usize, Error> {
-    let file_error = |source: io::Error| Error::File { action: "read CA file", path: path.into(), source };
+    let file_error =
+        |source: io::Error| Error::File { action: "read CA file", path: path.into(), source };
     let bytes = std::fs::read(path).map_err(file_error)?;
 
     let mut added = 0;
@@ -109,6 +110,10 @@ pub fn describe_failure(error: &rustls::Error, host: &str) -> String {
             CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
                 format!("the certificate presented by {host} is issued for a different name")
             }
+            CertificateError::BadSignature => format!(
+                "the certificate of {host} carries a signature that no trusted CA made; a trusted \
+                 CA may share its name with the one that issued it"
+            ),
             other => format!("the certificate of {host} was rejected: {other:?}"),
         },
         other => format!("TLS handshake with {host} failed: {other}"),
@@ -135,7 +140,8 @@ mod tests {
 
     #[test]
     fn ca_file_without_certificate_is_rejected() {
-        let path = std::env::temp_dir().join(format!("binance-ingest-empty-ca-{}", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("binance-ingest-empty-ca-{}", std::process::id()));
         std::fs::write(&path, "not a certificate\n").unwrap();
         let message = client_config(Some(&path)).unwrap_err().to_string();
         std::fs::remove_file(&path).unwrap();

@@ -39,7 +39,8 @@ fn unknown_flag_is_rejected() {
 
 #[test]
 fn check_config_prints_resolved_settings() {
-    let output = run(&["check-config", "--cache-size", "2MiB"], &[("BINANCE_INGEST_VENUE", "usdm")]);
+    let output =
+        run(&["check-config", "--cache-size", "2MiB"], &[("BINANCE_INGEST_VENUE", "usdm")]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("BINANCE_INGEST_CACHE_SIZE=2MiB"), "{stdout}");
@@ -52,6 +53,10 @@ fn help_lists_every_setting() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success());
     for key in binance_ingest::config::KEYS {
-        assert!(stdout.contains(&format!("BINANCE_INGEST_{}", key.name)), "help misses {}", key.name);
+        assert!(
+            stdout.contains(&format!("BINANCE_INGEST_{}", key.name)),
+            "help misses {}",
+            key.name
+        );
     }
 }

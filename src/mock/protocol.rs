@@ -26,13 +26,18 @@ impl Route {
     /// Whether `stream` delivers data on a connection with this route. A
     /// stream on the wrong route is accepted and silently delivers nothing,
     /// as Binance's routed USD-M endpoints do.
+    /// The split is the one the service plans with, USD-M `@trade` on
+    /// `/public` included, so both sides agree on the unsettled streams.
     pub fn delivers(self, stream: &str) -> bool {
-        let kind = stream.split_once('@').map_or(stream, |(_, kind)| kind);
-        let is_book = kind.starts_with("bookTicker") || kind.starts_with("depth");
+        let planned = crate::plan::route_of(
+            crate::venue::Venue::UsdM,
+            stream,
+            crate::plan::RoutingRules::default(),
+        );
         match self {
             Route::Any => true,
-            Route::Public => is_book,
-            Route::Market => !is_book,
+            Route::Public => planned == crate::plan::Route::Public,
+            Route::Market => planned == crate::plan::Route::Market,
         }
     }
 }

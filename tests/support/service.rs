@@ -16,18 +16,6 @@ pub struct Service {
     data_dir: PathBuf,
 }
 
-/// Makes a fresh, empty folder for one test.
-pub fn temp_dir(name: &str) -> PathBuf {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let dir = std::env::temp_dir()
-        .join(format!("binance-ingest-test-{}-{name}-{unique}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("create test folder");
-    dir
-}
-
 impl Service {
     /// Starts the service with `settings` (`KEY`, value) on top of test
     /// defaults: HTTP on a free loopback port, data under `dir/data`.
@@ -74,12 +62,23 @@ impl Service {
                 break address;
             }
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("binance-ingest exited with {status} before listening:\n{}", log.lock().unwrap().join("\n"));
+                panic!(
+                    "binance-ingest exited with {status} before listening:\n{}",
+                    log.lock().unwrap().join("\n")
+                );
             }
-            assert!(Instant::now() < deadline, "binance-ingest did not start listening within 20 s");
+            assert!(
+                Instant::now() < deadline,
+                "binance-ingest did not start listening within 20 s"
+            );
             std::thread::sleep(Duration::from_millis(20));
         };
         Service { child, http, log, data_dir }
+    }
+
+    /// Address of the HTTP listener.
+    pub fn http_address(&self) -> SocketAddr {
+        self.http
     }
 
     /// Folder the service writes to.
@@ -106,10 +105,19 @@ impl Service {
 
     /// Waits until `condition` holds, polling every 20 ms, and panics with
     /// `what` and the service log after `timeout`.
-    pub fn wait_for(&self, what: &str, timeout: Duration, mut condition: impl FnMut(&Service) -> bool) {
+    pub fn wait_for(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut condition: impl FnMut(&Service) -> bool,
+    ) {
         let deadline = Instant::now() + timeout;
         while !condition(self) {
-            assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}\n{}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "timed out after {timeout:?} waiting for {what}\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -132,7 +140,11 @@ impl Service {
             if let Some(status) = self.child.try_wait().expect("wait for binance-ingest") {
                 return status;
             }
-            assert!(Instant::now() < deadline, "binance-ingest did not exit within 30 s of SIGTERM\n{}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "binance-ingest did not exit within 30 s of SIGTERM\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -161,15 +173,21 @@ impl Drop for Service {
 
 /// Sends a signal with the `kill` command, e.g. `signal(pid, "TERM")`.
 pub fn signal(pid: u32, name: &str) {
-    let status = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().expect("run kill");
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("run kill");
     assert!(status.success(), "kill -{name} {pid} failed");
 }
 
 /// Sends one HTTP/1.1 request with no body and returns status and body.
 pub fn http_request(address: SocketAddr, method: &str, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(5)).expect("connect to http");
+    let mut stream =
+        TcpStream::connect_timeout(&address, Duration::from_secs(5)).expect("connect to http");
     stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(stream, "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let mut response = Vec::new();
     stream.read_to_end(&mut response).expect("read http response");
     let text = String::from_utf8_lossy(&response).into_owned();
@@ -226,8 +244,9 @@ pub fn stored_records(data_dir: &Path) -> Vec<StoredRecord> {
                 #[serde(borrow)]
                 data: &'a serde_json::value::RawValue,
             }
-            let parsed: Line<'_> = serde_json::from_str(line)
-                .unwrap_or_else(|error| panic!("invalid line in {}: {error}: {line}", path.display()));
+            let parsed: Line<'_> = serde_json::from_str(line).unwrap_or_else(|error| {
+                panic!("invalid line in {}: {error}: {line}", path.display())
+            });
             records.push(StoredRecord {
                 path: path.clone(),
                 stream: parsed.stream,
