@@ -362,11 +362,12 @@ fn pings_follow_interval_while_pongs_flow() {
             Read::Failed(error) => panic!("read failed: {error}"),
         }
     }
-    assert!((6..=8).contains(&pings.len()), "{} pings in 1.5 s: {pings:?}", pings.len());
+    assert!((5..=8).contains(&pings.len()), "{} pings in 1.5 s: {pings:?}", pings.len());
     for pair in pings.windows(2) {
         let gap = pair[1] - pair[0];
         assert!(gap >= Duration::from_millis(150), "pings {gap:?} apart");
-        assert!(gap <= Duration::from_millis(300), "pings {gap:?} apart");
+        // Loose upper bound: the machine may be busy with other builds.
+        assert!(gap <= Duration::from_millis(450), "pings {gap:?} apart");
     }
 }
 
@@ -897,4 +898,48 @@ fn replay_and_generated_streams_share_a_connection() {
         .collect();
     assert!(streams.iter().any(|s| s == "abcusdt@trade"));
     assert!(streams.iter().any(|s| s == "xyzusdt@trade"));
+}
+
+#[test]
+fn replay_shared_keeps_connections_in_step() {
+    let file = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/replay-small.jsonl");
+    let file_arg = file.to_str().unwrap();
+    let mock = MockExchange::start(&["--replay", file_arg, "--rate", "20", "--replay-shared"]);
+    let mut first = Client::connect(&mock, "/ws/abcusdt@trade");
+    let first_ids: Vec<u64> =
+        first.texts(4, WAIT).iter().map(|text| json(text)["t"].as_u64().unwrap()).collect();
+    for pair in first_ids.windows(2) {
+        assert_eq!(pair[1], pair[0] + 1);
+    }
+    let mut second = Client::connect(&mock, "/ws/abcusdt@trade");
+    let second_id = json(&second.next_text(WAIT))["t"].as_u64().unwrap();
+    // Both follow the server clock, so the later connection does not start
+    // again from the first line.
+    assert!(second_id > first_ids[0], "second connection restarted at {second_id}");
+}
+
+#[test]
+fn coinm_depth_starts_with_pu_minus_one() {
+    let mock = MockExchange::start(&["--venue", "coinm", "--rate", "max"]);
+    let mut client = Client::connect(&mock, "/stream?streams=btcusd_perp@depth@100ms");
+    let updates: Vec<Value> =
+        client.texts(5, WAIT).iter().map(|text| json(text)["data"].clone()).collect();
+    assert_eq!(updates[0]["pu"], -1);
+    assert_eq!(updates[0]["ps"], "BTCUSD");
+    for pair in updates.windows(2) {
+        assert_eq!(pair[1]["pu"], pair[0]["u"]);
+    }
+}
+
+#[test]
+fn plain_mode_serves_ws() {
+    let mock = MockExchange::start(&["--plain", "--rate", "100"]);
+    let tcp = TcpStream::connect(mock.addr()).unwrap();
+    tcp.set_read_timeout(Some(WAIT)).unwrap();
+    let url = format!("ws://127.0.0.1:{}/ws/btcusdt@trade", mock.addr().port());
+    let (mut ws, _) = tungstenite::client(url, tcp).expect("plain handshake");
+    let message = ws.read().expect("read");
+    let text = message.into_text().expect("text frame");
+    assert_eq!(json(text.as_str())["e"], "trade");
+    assert!(!mock.ca_path().exists(), "plain mode wrote a CA file");
 }
