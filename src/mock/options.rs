@@ -123,9 +123,9 @@ CONNECTION:
                                to FILE. Clients trust this CA. [default: none]
     --ready-file FILE          Write the bound address (IP:PORT) to FILE once the
                                server accepts connections. [default: none]
-    --sent-log FILE            Append one JSON line per sent event, fault and
-                               connection event to FILE, flushed within 100 ms.
-                               [default: none]
+    --sent-log FILE            Write one JSON line per sent event, fault and
+                               connection event to FILE, which is truncated at
+                               start and flushed within 100 ms. [default: none]
 
 PROTOCOL:
     --venue NAME               Payload shapes and timing defaults to imitate:

@@ -223,6 +223,8 @@ fn find_patches(data: &RawValue, data_start: usize) -> (Vec<Patch>, Option<usize
     let is_book_ticker = event_type == Some("bookTicker")
         || (event_type.is_none() && fields.contains_key("u") && !fields.contains_key("U"));
 
+    // NOTE: only top-level numbers move. Nested times such as kline `k.t`
+    // and ticker `O`/`C` repeat in every pass.
     let mut patches = Vec::new();
     for (&key, value) in &fields {
         let group = match (key, event_type) {
