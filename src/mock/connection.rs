@@ -195,6 +195,7 @@ impl Connection {
                 self.feed.skip_to(now);
             }
 
+            self.log.handover_if_due();
             self.read_incoming(now)?;
             self.apply_due_faults(now)?;
             if self.stall_until.is_some() {

@@ -207,7 +207,10 @@ impl Feed {
     ) {
         let catalog = Arc::clone(&self.catalog);
         let rate = catalog.rate;
+        // Generated frames are written into one buffer and cut out of it at
+        // the end, so the order of both kinds is kept in `slots`.
         let mut pending: Vec<(usize, Range<usize>, Range<usize>, u64)> = Vec::new();
+        let mut slots: Vec<Option<OutFrame>> = Vec::new();
         self.scratch.clear();
         let mut produced = 0;
 
@@ -230,6 +233,7 @@ impl Feed {
                 let written =
                     stream.generator.write_event(stream.next, event_ms, &mut self.scratch);
                 pending.push((index, written.frame, written.data, written.id));
+                slots.push(None);
                 stream.next += 1;
                 produced += 1;
                 progressed = true;
@@ -256,13 +260,13 @@ impl Feed {
                         continue;
                     }
                     let frame = file.frame(pass, line);
-                    out.push(OutFrame {
+                    slots.push(Some(OutFrame {
                         frame: frame.frame,
                         data: frame.data,
                         stream: Arc::clone(&catalog.replay_names[cursor.file][stream]),
                         id: frame.id,
                         digest: frame.digest,
-                    });
+                    }));
                     produced += 1;
                     progressed = true;
                     break;
@@ -273,11 +277,14 @@ impl Feed {
             }
         }
 
-        if pending.is_empty() {
-            return;
-        }
         let chunk = Bytes::from(std::mem::take(&mut self.scratch));
-        for (index, frame, data, id) in pending {
+        let mut pending = pending.into_iter();
+        for slot in slots {
+            if let Some(frame) = slot {
+                out.push(frame);
+                continue;
+            }
+            let Some((index, frame, data, id)) = pending.next() else { break };
             let start = frame.start;
             let frame = chunk.slice(frame);
             let data = data.start - start..data.end - start;

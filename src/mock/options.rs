@@ -123,9 +123,9 @@ CONNECTION:
                                to FILE. Clients trust this CA. [default: none]
     --ready-file FILE          Write the bound address (IP:PORT) to FILE once the
                                server accepts connections. [default: none]
-    --sent-log FILE            Append one JSON line per sent event, fault and
-                               connection event to FILE, flushed within 100 ms.
-                               [default: none]
+    --sent-log FILE            Write one JSON line per sent event, fault and
+                               connection event to FILE, which is truncated at
+                               start and flushed within 100 ms. [default: none]
 
 PROTOCOL:
     --venue NAME               Payload shapes and timing defaults to imitate:
@@ -133,17 +133,17 @@ PROTOCOL:
     --ping-interval DURATION   Interval of server pings. [default: 20s on spot,
                                3m on usdm and coinm]
     --pong-timeout DURATION    Time a ping waits for its pong before the server
-                               closes the connection. [default: 60s on spot,
-                               10m on usdm and coinm]
+                               closes the connection with code 1008.
+                               [default: 60s on spot, 10m on usdm and coinm]
     --max-connection-age DURATION
-                               Age at which the server closes a connection.
-                               [default: 24h]
+                               Age at which the server closes a connection with
+                               code 1001. [default: 24h]
     --max-incoming COUNT       Incoming messages (pings, pongs, requests) per
                                second before a close with code 1008.
                                [default: 5 on spot, 10 on usdm and coinm]
     --max-streams COUNT        Streams per connection. [default: 1024]
     --shutdown-grace DURATION  Time between a serverShutdown event and the
-                               close. [default: 5s]
+                               close with code 1001. [default: 5s]
 
 DATA:
     --rate N|max               Events per second, per stream for generated data

@@ -42,7 +42,7 @@ impl Route {
     }
 }
 
-/// What the request path of a handshake asks for.
+/// Connection settings parsed from the request path of a handshake.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnectPath {
     /// Combined form (`/stream`): frames are wrapped as

@@ -17,7 +17,7 @@ use tungstenite::Bytes;
 
 use super::protocol::is_valid_stream_name;
 
-/// How a numeric field moves when a replay loops.
+/// Shift rule of a numeric field when a replay loops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum ShiftGroup {
     /// `E` and `T`: shifted by the file's time span.
@@ -153,7 +153,7 @@ impl ReplayFile {
         self.lines.len()
     }
 
-    /// Whether the file holds no frame; never true for a loaded file.
+    /// Returns true when the file contains no frame, which a loaded file never does.
     pub fn is_empty(&self) -> bool {
         self.lines.is_empty()
     }
@@ -223,6 +223,8 @@ fn find_patches(data: &RawValue, data_start: usize) -> (Vec<Patch>, Option<usize
     let is_book_ticker = event_type == Some("bookTicker")
         || (event_type.is_none() && fields.contains_key("u") && !fields.contains_key("U"));
 
+    // NOTE: only top-level numbers move. Nested times such as kline `k.t`
+    // and ticker `O`/`C` repeat in every pass.
     let mut patches = Vec::new();
     for (&key, value) in &fields {
         let group = match (key, event_type) {

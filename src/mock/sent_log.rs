@@ -23,7 +23,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Longest time a line waits in a [`LogBuffer`] before it reaches the file
+/// Maximum time a line waits in a [`LogBuffer`] before it reaches the file
 /// buffer. With the flusher period this bounds the delay to the disk.
 const HANDOVER_INTERVAL: Duration = Duration::from_millis(40);
 

@@ -118,6 +118,8 @@ impl Drop for OpenGuard {
     }
 }
 
+// tungstenite's handshake callback type fixes the large error response.
+#[allow(clippy::result_large_err)]
 fn serve_socket(tcp: TcpStream, peer: SocketAddr, id: u64, shared: Arc<Shared>) {
     shared.open_connections.fetch_add(1, Ordering::Relaxed);
     let _guard = OpenGuard(Arc::clone(&shared));
@@ -160,7 +162,7 @@ fn serve_socket(tcp: TcpStream, peer: SocketAddr, id: u64, shared: Arc<Shared>) 
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_INCOMING_MESSAGE))
         .max_frame_size(Some(MAX_INCOMING_MESSAGE));
-    // The error holds the callback and its borrows, so keep only its text.
+    // The error contains the callback and its borrows, so keep only its text.
     let accepted = tungstenite::accept_hdr_with_config(stream, callback, Some(config))
         .map_err(|error| error.to_string());
 

@@ -84,18 +84,16 @@ impl Client {
     /// Reads one message, waiting at most until `deadline`.
     pub fn read_until(&mut self, deadline: Instant) -> Read {
         loop {
+            if Instant::now() >= deadline {
+                return Read::TimedOut;
+            }
             match self.ws.read() {
                 Ok(message) => return Read::Message(message),
                 Err(tungstenite::Error::Io(error))
                     if matches!(
                         error.kind(),
                         io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    if Instant::now() >= deadline {
-                        return Read::TimedOut;
-                    }
-                }
+                    ) => {}
                 Err(error) => return Read::Failed(error),
             }
         }

@@ -138,7 +138,7 @@ impl MockExchange {
         self.child.id()
     }
 
-    /// Every complete line of the sent-log so far.
+    /// Reads every complete line of the sent-log so far.
     pub fn sent_log(&self) -> Vec<SentEntry> {
         read_sent_log(&self.sent_log_path())
     }
