@@ -65,11 +65,15 @@ fn help_lists_every_setting() {
 /// the two from drifting apart. On failure, paste the printed table.
 #[test]
 fn readme_lists_every_setting() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let begin = "<!-- settings table: generated from src/config/keys.rs -->\n";
     let end = "<!-- end of settings table -->";
     let start = readme.find(begin).expect("README has the settings table marker") + begin.len();
     let stop = readme[start..].find(end).expect("README has the end marker") + start;
     let expected = binance_ingest::config::reference_table();
-    assert!(readme[start..stop] == expected, "README settings table is stale; replace it with:\n{expected}");
+    assert!(
+        readme[start..stop] == expected,
+        "README settings table is stale; replace it with:\n{expected}"
+    );
 }
