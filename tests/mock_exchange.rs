@@ -337,12 +337,14 @@ fn five_messages_a_second_are_allowed() {
 
 #[test]
 fn pings_follow_interval_while_pongs_flow() {
+    // At 250 ms the pongs stay below 5 incoming messages a second even when
+    // their latency varies; at 200 ms jitter can put 6 in one second.
     let mock = MockExchange::start(&[
         "--no-generate",
         "--ping-interval",
-        "200ms",
+        "250ms",
         "--pong-timeout",
-        "500ms",
+        "600ms",
     ]);
     let mut client = Client::connect(&mock, "/ws");
     let start = Instant::now();
@@ -362,12 +364,12 @@ fn pings_follow_interval_while_pongs_flow() {
             Read::Failed(error) => panic!("read failed: {error}"),
         }
     }
-    assert!((5..=8).contains(&pings.len()), "{} pings in 1.5 s: {pings:?}", pings.len());
+    assert!((4..=6).contains(&pings.len()), "{} pings in 1.5 s: {pings:?}", pings.len());
     for pair in pings.windows(2) {
         let gap = pair[1] - pair[0];
-        assert!(gap >= Duration::from_millis(150), "pings {gap:?} apart");
+        assert!(gap >= Duration::from_millis(200), "pings {gap:?} apart");
         // Loose upper bound: the machine may be busy with other builds.
-        assert!(gap <= Duration::from_millis(450), "pings {gap:?} apart");
+        assert!(gap <= Duration::from_millis(500), "pings {gap:?} apart");
     }
 }
 
