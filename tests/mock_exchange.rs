@@ -337,12 +337,14 @@ fn five_messages_a_second_are_allowed() {
 
 #[test]
 fn pings_follow_interval_while_pongs_flow() {
+    // At 250 ms the pongs stay below 5 incoming messages a second even when
+    // their latency varies; at 200 ms jitter can put 6 in one second.
     let mock = MockExchange::start(&[
         "--no-generate",
         "--ping-interval",
-        "200ms",
+        "250ms",
         "--pong-timeout",
-        "500ms",
+        "600ms",
     ]);
     let mut client = Client::connect(&mock, "/ws");
     let start = Instant::now();
@@ -362,12 +364,12 @@ fn pings_follow_interval_while_pongs_flow() {
             Read::Failed(error) => panic!("read failed: {error}"),
         }
     }
-    assert!((5..=8).contains(&pings.len()), "{} pings in 1.5 s: {pings:?}", pings.len());
+    assert!((4..=6).contains(&pings.len()), "{} pings in 1.5 s: {pings:?}", pings.len());
     for pair in pings.windows(2) {
         let gap = pair[1] - pair[0];
-        assert!(gap >= Duration::from_millis(150), "pings {gap:?} apart");
+        assert!(gap >= Duration::from_millis(200), "pings {gap:?} apart");
         // Loose upper bound: the machine may be busy with other builds.
-        assert!(gap <= Duration::from_millis(450), "pings {gap:?} apart");
+        assert!(gap <= Duration::from_millis(500), "pings {gap:?} apart");
     }
 }
 
@@ -942,4 +944,51 @@ fn plain_mode_serves_ws() {
     let text = message.into_text().expect("text frame");
     assert_eq!(json(text.as_str())["e"], "trade");
     assert!(!mock.ca_path().exists(), "plain mode wrote a CA file");
+}
+
+/// Checks that a looped replay of a real depth capture keeps every
+/// symbol's chain across the pass boundary.
+fn assert_depth_chain_survives_loop(file_name: &str, futures: bool) {
+    let Some(dir) = fixtures_dir() else { return };
+    let file = dir.join(file_name);
+    let text = std::fs::read_to_string(&file).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|line| !line.trim().is_empty()).collect();
+    let streams: Vec<String> =
+        streams_of(&lines).into_iter().filter(|name| name.contains("@depth")).collect();
+    let per_pass =
+        lines.iter().filter(|line| streams.iter().any(|s| line.contains(s.as_str()))).count();
+
+    let args = ["--replay", file.to_str().unwrap(), "--rate", "max", "--no-generate"];
+    let mock = MockExchange::start(&args);
+    let mut client = Client::connect(&mock, &format!("/stream?streams={}", streams.join("/")));
+    let mut last_u: HashMap<String, i64> = HashMap::new();
+    for index in 0..per_pass * 2 + 10 {
+        let frame = json(&client.next_text(WAIT));
+        let stream = frame["stream"].as_str().unwrap().to_string();
+        let data = &frame["data"];
+        let u = data["u"].as_i64().unwrap();
+        if let Some(previous) = last_u.get(&stream) {
+            if futures {
+                let pu = data["pu"].as_i64().unwrap();
+                assert!(
+                    pu == *previous || pu == -1,
+                    "frame {index} of {stream}: pu {pu} after u {previous}"
+                );
+            } else {
+                let first = data["U"].as_i64().unwrap();
+                assert_eq!(first, previous + 1, "frame {index} of {stream}: U after u {previous}");
+            }
+        }
+        last_u.insert(stream, u);
+    }
+}
+
+#[test]
+fn replay_loop_keeps_futures_depth_chain() {
+    assert_depth_chain_survives_loop("futures-combined-depth.jsonl", true);
+}
+
+#[test]
+fn replay_loop_keeps_spot_depth_chain() {
+    assert_depth_chain_survives_loop("spot-combined-depth.jsonl", false);
 }

@@ -511,6 +511,9 @@ impl Connection {
         if let Some((due, _)) = self.delayed_replies.front() {
             wake = wake.min(*due);
         }
+        if let Some((due, _, _)) = self.close_at {
+            wake = wake.min(due);
+        }
         wake
     }
 
