@@ -337,14 +337,17 @@ fn five_messages_a_second_are_allowed() {
 
 #[test]
 fn pings_follow_interval_while_pongs_flow() {
-    // At 250 ms the pongs stay below 5 incoming messages a second even when
-    // their latency varies; at 200 ms jitter can put 6 in one second.
+    // The pongs alone come close to the 5-per-second limit at this interval,
+    // and a busy machine can bunch them, so the limit is raised: this test is
+    // about ping cadence, and the limit has tests of its own.
     let mock = MockExchange::start(&[
         "--no-generate",
         "--ping-interval",
         "250ms",
         "--pong-timeout",
         "600ms",
+        "--max-incoming",
+        "50",
     ]);
     let mut client = Client::connect(&mock, "/ws");
     let start = Instant::now();
