@@ -8,7 +8,7 @@
 //! It never stops for bad input: malformed frames and gaps are counted,
 //! logged at a limited rate, and skipped or recorded.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,7 +21,7 @@ use crate::frame::{ConnectionId, FrameBatch};
 use crate::liveness::{CHECKIN_INTERVAL, Checkin};
 use crate::lograte::LogLimiter;
 use crate::metrics::{Counter, Exposition, MetricType, PREFIX};
-use crate::parse::{Event, ParseErrorKind, Parsed, parse_frame};
+use crate::parse::{Event, Ids, ParseErrorKind, Parsed, parse_frame};
 use crate::record::{self, RecordKind};
 use crate::ring::{RecordBatch, Ring};
 use crate::sequence::{Rule, StreamSequence, Verdict};
@@ -40,6 +40,11 @@ pub struct PipelineSettings {
     pub max_streams: usize,
 }
 
+/// Events of the new connection held per stream during an overlap, at
+/// most. Past this the stream switches without proof, and a hole before the
+/// held events becomes a gap record.
+pub const MAX_HELD_EVENTS: usize = 10_000;
+
 /// A control event the pipeline found in the data, for the scheduler.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Notice {
@@ -47,6 +52,38 @@ pub enum Notice {
     ServerShutdown {
         /// Connection that carried the announcement.
         connection: ConnectionId,
+    },
+    /// Every stream of an overlap switched to the new connection, so the
+    /// old one may close.
+    OverlapDone {
+        /// Connection being replaced.
+        old: ConnectionId,
+        /// Its replacement.
+        new: ConnectionId,
+        /// False when the deadline passed before every stream met.
+        met: bool,
+    },
+}
+
+/// A request from the scheduler to the pipeline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// `new` is about to open as the replacement of `old`, carrying
+    /// `streams`. Sent before the replacement's reader starts.
+    BeginOverlap {
+        /// Connection being replaced; the authority until the streams meet.
+        old: ConnectionId,
+        /// Its replacement.
+        new: ConnectionId,
+        /// Streams both connections carry.
+        streams: Vec<String>,
+        /// Latest time to switch every stream, met or not.
+        deadline: Instant,
+    },
+    /// The replacement failed; `old` stays the authority.
+    CancelOverlap {
+        /// The failed replacement.
+        new: ConnectionId,
     },
 }
 
@@ -68,6 +105,9 @@ pub struct PipelineStats {
     server_shutdowns: Counter,
     notices_dropped: Counter,
     untracked_events: Counter,
+    overlaps_met: Counter,
+    overlaps_expired: Counter,
+    held_events: Counter,
     parse_errors: [Counter; ParseErrorKind::ALL.len()],
     /// At most `max_streams` entries; locked only to add a stream and to
     /// render metrics.
@@ -150,6 +190,16 @@ impl PipelineStats {
             "Events stored without duplicate or gap checks because the stream table was full.",
             self.untracked_events.get(),
         );
+        let overlaps = name("overlaps_total");
+        out.family(&overlaps, MetricType::Counter, "Connection overlaps finished, by outcome.");
+        out.sample_u64(&overlaps, &[("outcome", "met")], self.overlaps_met.get());
+        out.sample_u64(&overlaps, &[("outcome", "deadline")], self.overlaps_expired.get());
+        out.single_u64(
+            &name("overlap_held_events_total"),
+            MetricType::Counter,
+            "Events of a new connection held until its sequence met the old one's.",
+            self.held_events.get(),
+        );
         let parse_errors = name("parse_errors_total");
         out.family(&parse_errors, MetricType::Counter, "Frames skipped as not market data.");
         for kind in ParseErrorKind::ALL {
@@ -217,15 +267,36 @@ pub fn spawn(
     notices: Sender<Notice>,
     checkin: Checkin,
 ) -> io::Result<JoinHandle<()>> {
+    let control = crossbeam_channel::never();
+    spawn_with_control(settings, frames, control, ring, stats, notices, checkin)
+}
+
+/// Like [`spawn`], with overlap requests from the scheduler on `control`.
+/// Requests are taken before frames, so a `BeginOverlap` sent before the
+/// replacement starts is in force before its first frame.
+pub fn spawn_with_control(
+    settings: PipelineSettings,
+    frames: Receiver<FrameBatch>,
+    control: Receiver<Control>,
+    ring: Arc<Ring>,
+    stats: Arc<PipelineStats>,
+    notices: Sender<Notice>,
+    checkin: Checkin,
+) -> io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name("pipeline".to_string()).spawn(move || {
         let mut pipeline = Pipeline::new(settings, ring.clone(), stats, notices);
+        let tick = CHECKIN_INTERVAL.min(std::time::Duration::from_millis(20));
         loop {
             checkin.beat();
-            match frames.recv_timeout(CHECKIN_INTERVAL) {
+            while let Ok(request) = control.try_recv() {
+                pipeline.control(request);
+            }
+            match frames.recv_timeout(tick) {
                 Ok(batch) => pipeline.process(&batch),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
+            pipeline.check_overlaps(Instant::now());
         }
         ring.close();
         log::info!("pipeline stopped frames={}", pipeline.stats.frames.get());
@@ -236,6 +307,24 @@ pub fn spawn(
 struct Tracked {
     sequence: StreamSequence,
     counters: Arc<StreamCounters>,
+    /// Events of an overlap's new connection, ahead of the old one.
+    held: VecDeque<HeldEvent>,
+}
+
+/// A copy of a held event, observed again when its stream switches.
+struct HeldEvent {
+    connection: ConnectionId,
+    received_ns: u64,
+    ids: Ids,
+    data: Vec<u8>,
+}
+
+/// An overlap waiting for its streams to switch.
+struct ActiveOverlap {
+    old: ConnectionId,
+    new: ConnectionId,
+    streams: Vec<Box<str>>,
+    deadline: Instant,
 }
 
 /// State owned by the pipeline thread.
@@ -247,6 +336,7 @@ pub struct Pipeline {
     streams: HashMap<Box<str>, Tracked>,
     records: RecordBatch,
     limits: Limits,
+    overlaps: Vec<ActiveOverlap>,
 }
 
 #[derive(Default)]
@@ -275,6 +365,96 @@ impl Pipeline {
             streams: HashMap::new(),
             records: RecordBatch::new(),
             limits: Limits::default(),
+            overlaps: Vec::new(),
+        }
+    }
+
+    /// Applies a request of the scheduler.
+    pub fn control(&mut self, request: Control) {
+        match request {
+            Control::BeginOverlap { old, new, streams, deadline } => {
+                for stream in &streams {
+                    if !self.streams.contains_key(stream.as_str()) {
+                        self.start_tracking(stream);
+                    }
+                    if let Some(tracked) = self.streams.get_mut(stream.as_str()) {
+                        tracked.sequence.begin_overlap(old, new);
+                    }
+                }
+                log::debug!("overlap begins old={old} new={new} streams={}", streams.len());
+                let streams = streams.into_iter().map(String::into_boxed_str).collect();
+                self.overlaps.push(ActiveOverlap { old, new, streams, deadline });
+            }
+            Control::CancelOverlap { new } => {
+                let Some(position) = self.overlaps.iter().position(|o| o.new == new) else {
+                    return;
+                };
+                let overlap = self.overlaps.swap_remove(position);
+                for stream in &overlap.streams {
+                    if let Some(tracked) = self.streams.get_mut(stream) {
+                        tracked.sequence.cancel_overlap();
+                        tracked.held.clear();
+                    }
+                }
+                log::debug!("overlap cancelled old={} new={new}", overlap.old);
+            }
+        }
+    }
+
+    /// Finishes overlaps whose streams all switched, and switches the rest
+    /// of an overlap whose deadline passed at `now`; a hole then becomes a
+    /// gap record. Sends [`Notice::OverlapDone`] for each finished overlap.
+    pub fn check_overlaps(&mut self, now: Instant) {
+        if self.overlaps.is_empty() {
+            return;
+        }
+        self.records.clear();
+        let mut index = 0;
+        while index < self.overlaps.len() {
+            let overlap = &self.overlaps[index];
+            let pending: Vec<Box<str>> = overlap
+                .streams
+                .iter()
+                .filter(|stream| self.streams.get(*stream).is_some_and(|t| t.sequence.in_overlap()))
+                .cloned()
+                .collect();
+            let expired = now >= overlap.deadline;
+            if !pending.is_empty() && !expired {
+                index += 1;
+                continue;
+            }
+            let overlap = self.overlaps.swap_remove(index);
+            for stream in &pending {
+                log::warn!(
+                    "overlap deadline passed before the sequences met stream={stream} old={} new={}",
+                    overlap.old,
+                    overlap.new
+                );
+                if let Some(tracked) = self.streams.get_mut(stream) {
+                    tracked.sequence.force_switch();
+                }
+                self.release_held(stream);
+            }
+            let met = pending.is_empty();
+            if met {
+                self.stats.overlaps_met.inc();
+            } else {
+                self.stats.overlaps_expired.inc();
+            }
+            let notice = Notice::OverlapDone { old: overlap.old, new: overlap.new, met };
+            self.send_notice(notice, overlap.old);
+        }
+        self.append_records(0);
+    }
+
+    /// Observes the held events of `stream` again, after it switched.
+    fn release_held(&mut self, stream: &str) {
+        let Some(tracked) = self.streams.get_mut(stream) else { return };
+        let _ = tracked.sequence.take_release();
+        let held = std::mem::take(&mut tracked.held);
+        for event in held {
+            let view = Event { stream, data: &event.data, ids: event.ids };
+            self.handle_event(event.connection, event.received_ns, &view);
         }
     }
 
@@ -302,6 +482,13 @@ impl Pipeline {
                 }
             }
         }
+        self.append_records(connection);
+    }
+
+    fn append_records(&mut self, connection: ConnectionId) {
+        if self.records.is_empty() {
+            return;
+        }
         let appended = self.ring.append(&self.records);
         if appended < self.records.len()
             && let Some(suppressed) = self.limits.oversized.allow(Instant::now())
@@ -317,11 +504,15 @@ impl Pipeline {
     fn handle_server_shutdown(&mut self, connection: ConnectionId) {
         self.stats.server_shutdowns.inc();
         log::info!("server announced shutdown conn={connection}");
-        if self.notices.try_send(Notice::ServerShutdown { connection }).is_err() {
+        self.send_notice(Notice::ServerShutdown { connection }, connection);
+    }
+
+    fn send_notice(&mut self, notice: Notice, connection: ConnectionId) {
+        if self.notices.try_send(notice).is_err() {
             self.stats.notices_dropped.inc();
             if let Some(suppressed) = self.limits.notices.allow(Instant::now()) {
                 log::warn!(
-                    "dropped server shutdown notice, scheduler queue full or closed conn={connection} suppressed={suppressed}"
+                    "dropped notice, scheduler queue full or closed conn={connection} suppressed={suppressed}"
                 );
             }
         }
@@ -337,9 +528,47 @@ impl Pipeline {
             push_event(&mut self.records, venue, connection, received_ns, event);
             return;
         };
-        match tracked.sequence.observe(connection, &event.ids, event.data) {
+        let verdict = tracked.sequence.observe(connection, &event.ids, event.data);
+        if tracked.sequence.take_release() {
+            // Switched: this event first, then the held ones in order.
+            self.store_verdict(verdict, connection, received_ns, event);
+            self.release_held(event.stream);
+            return;
+        }
+        self.store_verdict(verdict, connection, received_ns, event);
+    }
+
+    fn store_verdict(
+        &mut self,
+        verdict: Verdict,
+        connection: ConnectionId,
+        received_ns: u64,
+        event: &Event<'_>,
+    ) {
+        let venue = self.settings.venue;
+        let Some(tracked) = self.streams.get_mut(event.stream) else { return };
+        match verdict {
             Verdict::Duplicate => {
                 tracked.counters.duplicates.inc();
+                return;
+            }
+            Verdict::Held => {
+                self.stats.held_events.inc();
+                tracked.held.push_back(HeldEvent {
+                    connection,
+                    received_ns,
+                    ids: event.ids,
+                    data: event.data.to_vec(),
+                });
+                if tracked.held.len() >= MAX_HELD_EVENTS {
+                    log::warn!(
+                        "overlap hold bound reached, switching without proof stream={} held={}",
+                        event.stream,
+                        tracked.held.len()
+                    );
+                    tracked.sequence.force_switch();
+                    self.release_held(event.stream);
+                }
                 return;
             }
             Verdict::Gap(gap) => {
@@ -381,6 +610,7 @@ impl Pipeline {
         let tracked = Tracked {
             sequence: StreamSequence::new(rule, self.settings.dedup_window),
             counters: self.stats.register(stream),
+            held: VecDeque::new(),
         };
         self.streams.insert(stream.into(), tracked);
     }

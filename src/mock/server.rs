@@ -141,6 +141,8 @@ fn serve_socket(tcp: TcpStream, peer: SocketAddr, id: u64, shared: Arc<Shared>) 
     let rejection = active_rejection(&shared);
     let mut connect_path: Option<ConnectPath> = None;
     let mut target = String::new();
+    // tungstenite fixes the callback's error type, so it cannot be boxed.
+    #[allow(clippy::result_large_err)]
     let callback = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
         target = request
             .uri()
