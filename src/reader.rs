@@ -306,8 +306,10 @@ impl<'a> Session<'a> {
     }
 
     /// Sends a client ping once the control frame spacing allows it. The
-    /// payload is the send time, so a late pong of an older ping is told
-    /// apart by the timer, which only reads `ping_outstanding_ns`.
+    /// payload is the send time, so `on_pong` can match the pong to the
+    /// outstanding ping. While the server pings more than once a second the
+    /// client ping keeps waiting, which is harmless: the server's pings
+    /// already show that the connection is alive.
     fn send_ping(&mut self) {
         let now = Instant::now();
         if self.last_control.is_some_and(|last| now.duration_since(last) < CONTROL_FRAME_SPACING) {
@@ -403,6 +405,13 @@ impl<'a> Session<'a> {
             }
             WsError::ConnectionClosed | WsError::AlreadyClosed if closing => {
                 Some(EndReason::Stopped)
+            }
+            // The server's close frame names the cause even when the socket
+            // then fails, for example because the server did not wait for
+            // the reply before closing TCP.
+            _ if !closing && self.close_received.is_some() => {
+                let (code, reason) = self.close_received.take().unwrap_or_default();
+                Some(EndReason::ClosedByServer { code, reason })
             }
             WsError::ConnectionClosed | WsError::AlreadyClosed => {
                 match self.close_received.take() {
