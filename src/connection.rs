@@ -182,6 +182,7 @@ pub struct SlotStatus {
 struct SlotInner {
     state: SlotState,
     connection: Option<ConnectionId>,
+    replacement: Option<ConnectionId>,
     last_end: Option<String>,
 }
 
@@ -196,6 +197,9 @@ pub struct SlotSnapshot {
     pub state: SlotState,
     /// Current connection id, if a connection exists.
     pub connection: Option<ConnectionId>,
+    /// Connection that is taking over from the current one, during a
+    /// make-before-break rotation.
+    pub replacement: Option<ConnectionId>,
     /// Receive time of the last frame, ns since the epoch; 0 for none.
     pub last_frame_ns: u64,
     /// Why the previous connection ended, if one did.
@@ -212,6 +216,7 @@ impl SlotStatus {
             inner: Mutex::new(SlotInner {
                 state: SlotState::Connecting,
                 connection: None,
+                replacement: None,
                 last_end: None,
             }),
         }
@@ -225,6 +230,12 @@ impl SlotStatus {
         if state != SlotState::Open {
             self.last_frame_ns.store(0, Ordering::Relaxed);
         }
+    }
+
+    /// Records the connection taking over during a rotation, or its end.
+    pub fn set_replacement(&self, replacement: Option<ConnectionId>) {
+        let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        inner.replacement = replacement;
     }
 
     /// Records why the last connection ended.
@@ -241,6 +252,7 @@ impl SlotStatus {
             description: self.description.clone(),
             state: inner.state,
             connection: inner.connection,
+            replacement: inner.replacement,
             last_frame_ns: self.last_frame_ns.load(Ordering::Relaxed),
             last_end: inner.last_end,
         }

@@ -529,29 +529,9 @@ impl Pipeline {
             return;
         };
         let verdict = tracked.sequence.observe(connection, &event.ids, event.data);
-        if tracked.sequence.take_release() {
-            // Switched: this event first, then the held ones in order.
-            self.store_verdict(verdict, connection, received_ns, event);
-            self.release_held(event.stream);
-            return;
-        }
-        self.store_verdict(verdict, connection, received_ns, event);
-    }
-
-    fn store_verdict(
-        &mut self,
-        verdict: Verdict,
-        connection: ConnectionId,
-        received_ns: u64,
-        event: &Event<'_>,
-    ) {
-        let venue = self.settings.venue;
-        let Some(tracked) = self.streams.get_mut(event.stream) else { return };
+        let mut release = tracked.sequence.take_release();
         match verdict {
-            Verdict::Duplicate => {
-                tracked.counters.duplicates.inc();
-                return;
-            }
+            Verdict::Duplicate => tracked.counters.duplicates.inc(),
             Verdict::Held => {
                 self.stats.held_events.inc();
                 tracked.held.push_back(HeldEvent {
@@ -567,9 +547,8 @@ impl Pipeline {
                         tracked.held.len()
                     );
                     tracked.sequence.force_switch();
-                    self.release_held(event.stream);
+                    release = true;
                 }
-                return;
             }
             Verdict::Gap(gap) => {
                 tracked.counters.gaps.inc();
@@ -587,12 +566,16 @@ impl Pipeline {
                         gap.missing
                     );
                 }
+                store(tracked, &mut self.records, venue, connection, received_ns, event);
             }
-            Verdict::New => {}
+            Verdict::New => {
+                store(tracked, &mut self.records, venue, connection, received_ns, event);
+            }
         }
-        tracked.counters.events.inc();
-        tracked.counters.last_received_ns.store(received_ns, Ordering::Relaxed);
-        push_event(&mut self.records, venue, connection, received_ns, event);
+        if release {
+            // The stream switched: observe the held events again, in order.
+            self.release_held(event.stream);
+        }
     }
 
     /// Adds `stream` to the tracked streams unless the table is full.
@@ -614,6 +597,20 @@ impl Pipeline {
         };
         self.streams.insert(stream.into(), tracked);
     }
+}
+
+/// Counts and stores one accepted event.
+fn store(
+    tracked: &Tracked,
+    records: &mut RecordBatch,
+    venue: Venue,
+    connection: ConnectionId,
+    received_ns: u64,
+    event: &Event<'_>,
+) {
+    tracked.counters.events.inc();
+    tracked.counters.last_received_ns.store(received_ns, Ordering::Relaxed);
+    push_event(records, venue, connection, received_ns, event);
 }
 
 fn push_event(
@@ -697,6 +694,98 @@ mod tests {
         assert!(body.contains("binance_ingest_missing_events_total{stream=\"btcusdt@trade\"} 3\n"));
         assert!(body.contains("binance_ingest_parse_errors_total{kind=\"invalid_json\"} 1\n"));
         assert_eq!(stats.stream_last_event(), [("btcusdt@trade".to_string(), 1002)]);
+    }
+
+    fn trades(range: std::ops::RangeInclusive<u64>) -> Vec<String> {
+        range.map(|t| format!(r#"{{"stream":"a@trade","data":{{"t":{t}}}}}"#)).collect()
+    }
+
+    fn process_trades(pipeline: &mut Pipeline, connection: ConnectionId, frames: &[String]) {
+        let frames: Vec<&str> = frames.iter().map(String::as_str).collect();
+        pipeline.process(&batch(connection, &frames));
+    }
+
+    fn begin(pipeline: &mut Pipeline, deadline: Instant) {
+        let streams = vec!["a@trade".to_string()];
+        pipeline.control(Control::BeginOverlap { old: 1, new: 2, streams, deadline });
+    }
+
+    fn stored_trade_ids(ring: &Ring) -> Vec<u64> {
+        stored_lines(ring)
+            .iter()
+            .filter(|line| !line.contains("\"gap\""))
+            .filter_map(|line| {
+                let value: serde_json::Value = serde_json::from_str(line).ok()?;
+                value["data"]["t"].as_u64()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn overlap_holds_new_events_until_old_catches_up() {
+        let (mut pipeline, ring, notices) = pipeline(8);
+        let start = Instant::now();
+        process_trades(&mut pipeline, 1, &trades(1..=10));
+        begin(&mut pipeline, start + std::time::Duration::from_secs(5));
+        process_trades(&mut pipeline, 2, &trades(13..=20));
+        pipeline.check_overlaps(start);
+        assert_eq!(notices.try_recv(), Err(crossbeam_channel::TryRecvError::Empty));
+        process_trades(&mut pipeline, 1, &trades(11..=14));
+        pipeline.check_overlaps(start);
+        assert_eq!(notices.try_recv(), Ok(Notice::OverlapDone { old: 1, new: 2, met: true }));
+        process_trades(&mut pipeline, 1, &trades(15..=16));
+        process_trades(&mut pipeline, 2, &trades(21..=21));
+        assert_eq!(stored_trade_ids(&ring), (1..=21).collect::<Vec<u64>>());
+        assert!(!stored_lines(&ring).iter().any(|line| line.contains("\"gap\"")));
+        assert_eq!(pipeline.stats.overlaps_met.get(), 1);
+    }
+
+    #[test]
+    fn overlap_deadline_records_gap() {
+        let (mut pipeline, ring, notices) = pipeline(8);
+        let start = Instant::now();
+        let deadline = start + std::time::Duration::from_millis(300);
+        process_trades(&mut pipeline, 1, &trades(1..=10));
+        begin(&mut pipeline, deadline);
+        process_trades(&mut pipeline, 2, &trades(15..=16));
+        pipeline.check_overlaps(deadline - std::time::Duration::from_millis(1));
+        assert!(notices.try_recv().is_err(), "before the deadline");
+        pipeline.check_overlaps(deadline);
+        assert_eq!(notices.try_recv(), Ok(Notice::OverlapDone { old: 1, new: 2, met: false }));
+        let lines = stored_lines(&ring);
+        assert!(lines.iter().any(|line| line.contains(r#""first":11,"last":14,"missing":4"#)));
+        assert_eq!(stored_trade_ids(&ring), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 16]);
+        assert_eq!(pipeline.stats.overlaps_expired.get(), 1);
+    }
+
+    #[test]
+    fn hold_bound_switches_without_proof() {
+        // A ring large enough that no record of the 10 000 is evicted.
+        let ring = Arc::new(Ring::new(8 << 20));
+        let (sender, _notices) = crossbeam_channel::bounded(1);
+        let settings = PipelineSettings { venue: Venue::Spot, dedup_window: 16, max_streams: 8 };
+        let mut pipeline =
+            Pipeline::new(settings, ring.clone(), Arc::new(PipelineStats::new()), sender);
+        process_trades(&mut pipeline, 1, &trades(1..=10));
+        begin(&mut pipeline, Instant::now() + std::time::Duration::from_secs(5));
+        let ahead = 20..=(19 + MAX_HELD_EVENTS as u64);
+        process_trades(&mut pipeline, 2, &trades(ahead.clone()));
+        let ids = stored_trade_ids(&ring);
+        assert_eq!(ids.len(), 10 + MAX_HELD_EVENTS, "held events stored once the bound is hit");
+        assert_eq!(ids.last(), Some(ahead.end()));
+        let gap = r#""first":11,"last":19,"missing":9"#;
+        assert!(stored_lines(&ring).iter().any(|line| line.contains(gap)));
+    }
+
+    #[test]
+    fn cancelled_overlap_drops_held_events() {
+        let (mut pipeline, ring, _notices) = pipeline(8);
+        process_trades(&mut pipeline, 1, &trades(1..=10));
+        begin(&mut pipeline, Instant::now() + std::time::Duration::from_secs(5));
+        process_trades(&mut pipeline, 2, &trades(12..=13));
+        pipeline.control(Control::CancelOverlap { new: 2 });
+        process_trades(&mut pipeline, 1, &trades(11..=13));
+        assert_eq!(stored_trade_ids(&ring), (1..=13).collect::<Vec<u64>>());
     }
 
     #[test]

@@ -321,6 +321,7 @@ impl Scheduler {
         match reader::spawn(task) {
             Ok(handle) if replacement => {
                 slot.replace_at = None;
+                slot.status.set_replacement(Some(connection));
                 slot.replacement = Some(handle);
             }
             Ok(handle) => {
@@ -400,6 +401,7 @@ impl Scheduler {
     fn switch_to_replacement(&mut self, index: usize) {
         let slot = &mut self.slots[index];
         slot.overlap_until = None;
+        slot.status.set_replacement(None);
         let Some(replacement) = slot.replacement.take() else { return };
         let new_connection = replacement.connection;
         if let Some(old) = slot.current.replace(replacement) {
@@ -485,6 +487,7 @@ impl Scheduler {
                 join_reader(handle);
             }
             slot.overlap_until = None;
+            slot.status.set_replacement(None);
             let _ = self.context.control.try_send(Control::CancelOverlap { new: connection });
             let delay = slot.backoff.next_delay();
             log::warn!(
@@ -508,6 +511,7 @@ impl Scheduler {
                 replacement.connection
             );
             slot.status.set_state(SlotState::Open, Some(replacement.connection));
+            slot.status.set_replacement(None);
             slot.overlap_until = None;
             slot.current = Some(replacement);
             return;
