@@ -722,7 +722,7 @@ mod tests {
     }
 
     #[test]
-    fn overlap_holds_new_events_until_old_catches_up() {
+    fn overlap_holds_events_until_met() {
         let (mut pipeline, ring, notices) = pipeline(8);
         let start = Instant::now();
         process_trades(&mut pipeline, 1, &trades(1..=10));

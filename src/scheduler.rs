@@ -57,8 +57,8 @@ pub struct SchedulerSettings {
     pub reconnect_max: Duration,
     /// Uptime with data after which a connection's end resets the backoff.
     pub healthy_after: Duration,
-    /// Longest overlap of an old and a new connection, counted from the
-    /// replacement's first data.
+    /// Maximum overlap of an old and a new connection before every stream
+    /// switches, met or not.
     pub overlap_timeout: Duration,
     /// Heartbeat, watchdog and rotation intervals for the timer thread.
     pub timer: TimerSettings,
@@ -396,8 +396,8 @@ impl Scheduler {
         self.slots[slot].replacement.as_ref().is_some_and(|handle| handle.connection == connection)
     }
 
-    /// Every stream switched to the replacement: it becomes current, and
-    /// the old connection closes with code 1000.
+    /// Makes the replacement current and closes the old connection with
+    /// code 1000, once every stream switched to the replacement.
     fn switch_to_replacement(&mut self, index: usize) {
         let slot = &mut self.slots[index];
         slot.overlap_until = None;

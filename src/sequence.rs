@@ -110,9 +110,9 @@ pub enum Verdict {
 ///
 /// Outside an overlap, one "last key" fed by every connection decides.
 /// During a make-before-break overlap the old connection stays the
-/// authority: events of the new connection at or below the last key prove
-/// that the two sequences meet (the new one delivered an event the old one
-/// already delivered) and are dropped; events of the new connection ahead of
+/// authority. An event of the new connection at or below the last key is
+/// dropped, and it proves that the two sequences meet, because the old
+/// connection already delivered it. Events of the new connection ahead of
 /// the last key get [`Verdict::Held`]. When the old connection reaches the
 /// first held key, the sequences meet from the other side. Either way the
 /// stream switches to the new connection, and [`StreamSequence::take_release`]
@@ -160,7 +160,7 @@ impl StreamSequence {
         }
     }
 
-    /// Whether an overlap is waiting for the sequences to meet.
+    /// Returns whether an overlap is waiting for the sequences to meet.
     pub fn in_overlap(&self) -> bool {
         self.overlap.is_some()
     }
@@ -174,9 +174,9 @@ impl StreamSequence {
         }
     }
 
-    /// Ends the overlap because the new connection failed; the old one
-    /// stays the authority and the caller drops the held events, which the
-    /// old connection delivers itself.
+    /// Ends the overlap because the new connection failed. The old one stays
+    /// the authority, so the caller drops the held events, which the old
+    /// connection delivers itself.
     pub fn cancel_overlap(&mut self) {
         self.overlap = None;
         self.release = false;
@@ -507,7 +507,7 @@ mod tests {
     }
 
     #[test]
-    fn overlap_new_behind_meets_at_once() {
+    fn overlap_behind_meets_at_once() {
         let mut sequence = StreamSequence::new(Rule::Trade, 4);
         for t in 1..=10 {
             assert_eq!(sequence.observe(1, &trade(t), b""), Verdict::New);
@@ -522,7 +522,7 @@ mod tests {
     }
 
     #[test]
-    fn overlap_new_ahead_is_held_until_old_catches_up() {
+    fn overlap_holds_events_ahead() {
         let mut sequence = StreamSequence::new(Rule::Trade, 4);
         for t in 1..=10 {
             sequence.observe(1, &trade(t), b"");

@@ -24,7 +24,7 @@ use crate::frame::ConnectionId;
 use crate::liveness::Checkin;
 use crate::reader::Command;
 
-/// Longest and shortest timer tick. The tick is a tenth of the shortest
+/// Maximum and minimum timer tick. The tick is a tenth of the shortest
 /// configured interval within these bounds.
 const MAX_TICK: Duration = Duration::from_millis(250);
 const MIN_TICK: Duration = Duration::from_millis(5);
@@ -448,7 +448,7 @@ mod tests {
     }
 
     #[test]
-    fn stream_threshold_is_opt_in_and_measured_from_open() {
+    fn stream_threshold_counts_from_open() {
         let settings = TimerSettings { client_ping_interval: Duration::ZERO, ..settings() };
         let mut deadlines = Deadlines::new(&settings, OPEN, 0.0);
         let now = OPEN + 150 * MS;

@@ -130,7 +130,7 @@ fn close_kind_reconnects(fault: &str, label: &str) {
     assert_stored_exactly_once(&data_events(&sent), &stored);
 
     // Only the ids sent while no connection existed are missing, and one
-    // gap record says which.
+    // gap record names them.
     let id_of = |conn: u64, last: bool| {
         let mut ids = sent.iter().filter(|e| e.conn == conn && e.stream.is_some()).map(|e| e.id);
         if last { ids.next_back().flatten() } else { ids.next().flatten() }
