@@ -47,9 +47,12 @@ fn rotations_lose_and_repeat_nothing() {
     let settings = with(settings, "BINANCE_INGEST_OVERLAP_TIMEOUT", "300ms");
     let mut service = Service::start(&dir, &settings);
 
+    let mut most_open = 0.0f64;
     service.wait_for("20 finished rotations", Duration::from_secs(60), |s| {
+        most_open = most_open.max(metric(s, "binance_ingest_connections_open"));
         metric(s, "binance_ingest_disconnects_total{reason=\"rotated\"}") >= 20.0
     });
+    assert!(most_open <= 2.0, "{most_open} connections open at once for one slot");
     let (_, metrics) = service.get("/metrics");
     assert!(service.terminate().success(), "{}", service.log_text());
 
@@ -174,34 +177,41 @@ fn reset_without_close_reconnects_with_gap() {
     close_kind_reconnects("drop", "eof");
 }
 
-/// Runs one stall and checks that its watchdog replaced the connection
-/// within the threshold.
+/// Runs one stall on one of two connections and checks that its watchdog
+/// replaced that connection within the threshold and left the other alone.
 fn stall_is_replaced(fault: &str, kind: &str, threshold_ms: u64, data_stale_after: &str) {
     let spec = format!("at=700ms conn=1 {fault}=10s");
     let mock = MockExchange::start(&["--rate", "50", "--ping-interval", PING, "--fault", &spec]);
     let dir = unique_dir("stall");
-    let settings = heartbeat_settings(&mock, "btcusdt@trade");
+    let settings = heartbeat_settings(&mock, "btcusdt@trade,ethusdt@trade");
+    let settings = with(settings, "BINANCE_INGEST_MAX_STREAMS_PER_CONNECTION", "1");
     let settings = with(settings, "BINANCE_INGEST_STALE_AFTER", "800ms");
     let settings = with(settings, "BINANCE_INGEST_DATA_STALE_AFTER", data_stale_after);
     let mut service = Service::start(&dir, &settings);
 
     let kills = format!("binance_ingest_watchdog_kills_total{{kind=\"{kind}\"}}");
     service.wait_for(&format!("{kind} watchdog"), Duration::from_secs(20), |s| {
-        metric(s, &kills) >= 1.0 && metric(s, "binance_ingest_connects_total") >= 2.0
+        metric(s, &kills) >= 1.0 && metric(s, "binance_ingest_connects_total") >= 3.0
     });
     let (_, metrics) = service.get("/metrics");
     assert_eq!(sum_of(&metrics, "binance_ingest_watchdog_kills_total{"), 1.0, "{metrics}");
+    assert_eq!(metric(&service, "binance_ingest_connects_total"), 3.0, "two slots, one replaced");
     assert!(service.terminate().success());
 
-    let sent = mock
-        .wait_sent_log(Duration::from_secs(5), |entries| event_time(entries, 2, "open").is_some());
+    // Mock connection 1 stalls, 2 is the other slot and 3 the replacement.
+    let sent = complete_sent_log(&mock);
     let stalled = fault_time(&sent, 1, fault).expect("fault logged");
-    let reopened = event_time(&sent, 2, "open").expect("replacement opened");
+    let reopened = event_time(&sent, 3, "open").expect("replacement opened");
     let took = reopened - stalled;
     // The last data frame before the stall may precede the fault entry by
     // one event interval (20 ms), so detection can come that much early.
     assert!(took + 20 >= threshold_ms, "{fault}: replaced after {took} ms");
     assert!(took < threshold_ms + 800, "{fault}: replaced after {took} ms");
+    let sibling = sent.iter().find(|e| e.conn == 2 && e.event.as_deref() == Some("closed"));
+    let sibling_end = sibling.and_then(|e| e.reason.clone()).unwrap_or_default();
+    assert!(sibling_end.contains("1000"), "the other connection ended early: {sibling_end}");
+    let sibling_closed = sibling.and_then(|e| e.at_ms).unwrap_or(0);
+    assert!(sibling_closed > reopened, "the other connection closed before the replacement");
 }
 
 #[test]
