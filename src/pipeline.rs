@@ -13,7 +13,7 @@ use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
@@ -77,8 +77,9 @@ pub enum Control {
         new: ConnectionId,
         /// Streams both connections carry.
         streams: Vec<String>,
-        /// Latest time to switch every stream, met or not.
-        deadline: Instant,
+        /// Time from the new connection's first frame until every stream
+        /// switches, met or not.
+        timeout: Duration,
     },
     /// The replacement failed; `old` stays the authority.
     CancelOverlap {
@@ -324,7 +325,11 @@ struct ActiveOverlap {
     old: ConnectionId,
     new: ConnectionId,
     streams: Vec<Box<str>>,
-    deadline: Instant,
+    timeout: Duration,
+    /// Set at the new connection's first frame. Until then the overlap
+    /// neither finishes nor expires, so a slow handshake cannot hand the
+    /// streams to a connection that delivers nothing yet.
+    deadline: Option<Instant>,
 }
 
 /// State owned by the pipeline thread.
@@ -372,7 +377,7 @@ impl Pipeline {
     /// Applies a request of the scheduler.
     pub fn control(&mut self, request: Control) {
         match request {
-            Control::BeginOverlap { old, new, streams, deadline } => {
+            Control::BeginOverlap { old, new, streams, timeout } => {
                 for stream in &streams {
                     if !self.streams.contains_key(stream.as_str()) {
                         self.start_tracking(stream);
@@ -383,7 +388,8 @@ impl Pipeline {
                 }
                 log::debug!("overlap begins old={old} new={new} streams={}", streams.len());
                 let streams = streams.into_iter().map(String::into_boxed_str).collect();
-                self.overlaps.push(ActiveOverlap { old, new, streams, deadline });
+                let overlap = ActiveOverlap { old, new, streams, timeout, deadline: None };
+                self.overlaps.push(overlap);
             }
             Control::CancelOverlap { new } => {
                 let Some(position) = self.overlaps.iter().position(|o| o.new == new) else {
@@ -412,13 +418,17 @@ impl Pipeline {
         let mut index = 0;
         while index < self.overlaps.len() {
             let overlap = &self.overlaps[index];
+            let Some(deadline) = overlap.deadline else {
+                index += 1;
+                continue;
+            };
             let pending: Vec<Box<str>> = overlap
                 .streams
                 .iter()
                 .filter(|stream| self.streams.get(*stream).is_some_and(|t| t.sequence.in_overlap()))
                 .cloned()
                 .collect();
-            let expired = now >= overlap.deadline;
+            let expired = now >= deadline;
             if !pending.is_empty() && !expired {
                 index += 1;
                 continue;
@@ -463,6 +473,11 @@ impl Pipeline {
     pub fn process(&mut self, batch: &FrameBatch) {
         self.records.clear();
         let connection = batch.connection();
+        for overlap in &mut self.overlaps {
+            if overlap.new == connection && overlap.deadline.is_none() {
+                overlap.deadline = Some(Instant::now() + overlap.timeout);
+            }
+        }
         self.stats.frames.add(batch.len() as u64);
         for frame in batch.iter() {
             match parse_frame(frame.kind, frame.payload) {
@@ -705,9 +720,9 @@ mod tests {
         pipeline.process(&batch(connection, &frames));
     }
 
-    fn begin(pipeline: &mut Pipeline, deadline: Instant) {
+    fn begin(pipeline: &mut Pipeline, timeout: Duration) {
         let streams = vec!["a@trade".to_string()];
-        pipeline.control(Control::BeginOverlap { old: 1, new: 2, streams, deadline });
+        pipeline.control(Control::BeginOverlap { old: 1, new: 2, streams, timeout });
     }
 
     fn stored_trade_ids(ring: &Ring) -> Vec<u64> {
@@ -724,10 +739,10 @@ mod tests {
     #[test]
     fn overlap_holds_events_until_met() {
         let (mut pipeline, ring, notices) = pipeline(8);
-        let start = Instant::now();
         process_trades(&mut pipeline, 1, &trades(1..=10));
-        begin(&mut pipeline, start + std::time::Duration::from_secs(5));
+        begin(&mut pipeline, Duration::from_secs(5));
         process_trades(&mut pipeline, 2, &trades(13..=20));
+        let start = Instant::now();
         pipeline.check_overlaps(start);
         assert_eq!(notices.try_recv(), Err(crossbeam_channel::TryRecvError::Empty));
         process_trades(&mut pipeline, 1, &trades(11..=14));
@@ -743,14 +758,16 @@ mod tests {
     #[test]
     fn overlap_deadline_records_gap() {
         let (mut pipeline, ring, notices) = pipeline(8);
-        let start = Instant::now();
-        let deadline = start + std::time::Duration::from_millis(300);
+        let timeout = Duration::from_millis(300);
         process_trades(&mut pipeline, 1, &trades(1..=10));
-        begin(&mut pipeline, deadline);
+        begin(&mut pipeline, timeout);
+        pipeline.check_overlaps(Instant::now() + timeout * 10);
+        assert!(notices.try_recv().is_err(), "no deadline before the new connection delivers");
+        let before_first = Instant::now();
         process_trades(&mut pipeline, 2, &trades(15..=16));
-        pipeline.check_overlaps(deadline - std::time::Duration::from_millis(1));
+        pipeline.check_overlaps(before_first + timeout - Duration::from_millis(1));
         assert!(notices.try_recv().is_err(), "before the deadline");
-        pipeline.check_overlaps(deadline);
+        pipeline.check_overlaps(Instant::now() + timeout);
         assert_eq!(notices.try_recv(), Ok(Notice::OverlapDone { old: 1, new: 2, met: false }));
         let lines = stored_lines(&ring);
         assert!(lines.iter().any(|line| line.contains(r#""first":11,"last":14,"missing":4"#)));
@@ -767,7 +784,7 @@ mod tests {
         let mut pipeline =
             Pipeline::new(settings, ring.clone(), Arc::new(PipelineStats::new()), sender);
         process_trades(&mut pipeline, 1, &trades(1..=10));
-        begin(&mut pipeline, Instant::now() + std::time::Duration::from_secs(5));
+        begin(&mut pipeline, Duration::from_secs(5));
         let ahead = 20..=(19 + MAX_HELD_EVENTS as u64);
         process_trades(&mut pipeline, 2, &trades(ahead.clone()));
         let ids = stored_trade_ids(&ring);
@@ -781,7 +798,7 @@ mod tests {
     fn cancelled_overlap_drops_held_events() {
         let (mut pipeline, ring, _notices) = pipeline(8);
         process_trades(&mut pipeline, 1, &trades(1..=10));
-        begin(&mut pipeline, Instant::now() + std::time::Duration::from_secs(5));
+        begin(&mut pipeline, Duration::from_secs(5));
         process_trades(&mut pipeline, 2, &trades(12..=13));
         pipeline.control(Control::CancelOverlap { new: 2 });
         process_trades(&mut pipeline, 1, &trades(11..=13));

@@ -294,13 +294,11 @@ impl Scheduler {
         if replacement && let Some(old) = slot.current.as_ref() {
             // Sent before the reader starts, so it is in force before the
             // replacement's first frame reaches the pipeline.
-            let deadline =
-                now + self.settings.reader.connect_timeout + self.settings.overlap_timeout;
             let begin = Control::BeginOverlap {
                 old: old.connection,
                 new: connection,
                 streams: slot.plan.streams.clone(),
-                deadline,
+                timeout: self.settings.overlap_timeout,
             };
             if self.context.control.try_send(begin).is_err() {
                 log::warn!("slot={index} pipeline control queue full; overlap not announced");
