@@ -296,6 +296,33 @@ fn rate_limit_windows_are_waited_out() {
 }
 
 #[test]
+fn access_denied_raises_alert() {
+    for status in ["403", "451"] {
+        let spec = format!("at=0s reject={status} for=1s");
+        let mock = MockExchange::start(&["--rate", "50", "--fault", &spec]);
+        let dir = unique_dir("denied");
+        let mut service = Service::start(&dir, &base_settings(&mock, "btcusdt@trade"));
+
+        let rejections =
+            format!("binance_ingest_handshake_rejections_total{{status=\"{status}\"}}");
+        service.wait_for("the access alert", Duration::from_secs(20), |s| {
+            metric(s, &rejections) >= 1.0 && metric(s, "binance_ingest_access_denied") == 1.0
+        });
+        assert!(service.log_contains(&format!("handshake rejected with HTTP {status}")));
+        service.wait_for("ingestion after the denial", Duration::from_secs(20), |s| {
+            metric(s, "binance_ingest_frames_received_total") >= 10.0
+        });
+        assert_eq!(metric(&service, "binance_ingest_access_denied"), 0.0, "alert clears");
+        assert_eq!(
+            metric(&service, "binance_ingest_rate_limited"),
+            0.0,
+            "{status} is no rate limit"
+        );
+        assert!(service.terminate().success());
+    }
+}
+
+#[test]
 fn accept_and_drop_is_backed_off() {
     // Every connection is dropped right after its handshake, for the whole
     // run; in 6 s an unthrottled client would connect hundreds of times.
