@@ -353,6 +353,33 @@ fn accept_and_drop_is_backed_off() {
 }
 
 #[test]
+fn stream_threshold_recycles_only_when_listed() {
+    // The mock generates no forceOrder events, so that stream stays silent
+    // while the trade stream on the same connection flows.
+    let mock = MockExchange::start(&["--rate", "50"]);
+    let streams = "btcusdt@trade,btcusdt@forceOrder";
+    let listed = with(
+        base_settings(&mock, streams),
+        "BINANCE_INGEST_STREAM_STALE_AFTER",
+        "btcusdt@forceOrder=700ms",
+    );
+    let mut service = Service::start(&unique_dir("stream-stale"), &listed);
+    let kills = "binance_ingest_watchdog_kills_total{kind=\"stream_stale\"}";
+    service.wait_for("the stream watchdog", Duration::from_secs(20), |s| {
+        metric(s, kills) >= 1.0 && metric(s, "binance_ingest_connects_total") >= 2.0
+    });
+    assert!(service.log_contains("kind=stream_stale"), "{}", service.log_text());
+    assert!(service.terminate().success());
+
+    let mut service = Service::start(&unique_dir("stream-quiet"), &base_settings(&mock, streams));
+    service.wait_for("2 s of trades", Duration::from_secs(20), |s| {
+        metric(s, "binance_ingest_frames_received_total") >= 100.0
+    });
+    assert_eq!(metric(&service, "binance_ingest_connects_total"), 1.0, "unlisted: never recycled");
+    assert!(service.terminate().success());
+}
+
+#[test]
 fn sparse_stream_stays_connected() {
     // One event every 2.5 s, server pings every 1.5 s: quiet longer than
     // the 2 s stale threshold, which pings keep satisfied. Client pings wait
