@@ -107,9 +107,21 @@ impl Deadlines {
         Deadlines { opened_ns, next_ping_ns, rotate_at_ns, finished: false }
     }
 
-    /// Rotation time, if rotation is on.
+    /// Returns the rotation time, if rotation is on.
     pub fn rotate_at_ns(&self) -> Option<u64> {
         self.rotate_at_ns
+    }
+
+    /// Makes a kill due again at the next poll, after the command could
+    /// not be delivered.
+    pub fn retry_kill(&mut self) {
+        self.finished = false;
+    }
+
+    /// Makes the rotation due again at the next poll, after the scheduler's
+    /// queue was full.
+    pub fn retry_rotation(&mut self, now_ns: u64) {
+        self.rotate_at_ns = Some(now_ns);
     }
 
     /// Returns the most urgent action due at `now_ns`, if any. A kill is
@@ -331,28 +343,43 @@ fn run(
             else {
                 continue;
             };
-            act(entry, action, events, stats);
+            if act(entry, &action, events, stats) {
+                continue;
+            }
+            match action {
+                Action::Kill(_) => entry.deadlines.retry_kill(),
+                Action::Rotate => entry.deadlines.retry_rotation(now_ns),
+                // A missed ping is sent at the next interval.
+                Action::Ping => {}
+            }
         }
     }
     log::debug!("timer stopped");
 }
 
-fn act(entry: &Watched, action: Action, events: &Sender<TimerEvent>, stats: &ConnectionStats) {
+/// Carries out `action` and returns whether its message was delivered.
+/// Nothing here blocks: a full reader or scheduler queue fails the send.
+fn act(
+    entry: &Watched,
+    action: &Action,
+    events: &Sender<TimerEvent>,
+    stats: &ConnectionStats,
+) -> bool {
     let (slot, connection) = (entry.slot, entry.connection);
     match action {
-        Action::Ping => {
-            let _ = entry.commands.try_send(Command::Ping);
-        }
-        Action::Rotate => {
-            let _ = events.try_send(TimerEvent::RotateDue { slot, connection });
-        }
+        Action::Ping => entry.commands.try_send(Command::Ping).is_ok(),
+        Action::Rotate => events.try_send(TimerEvent::RotateDue { slot, connection }).is_ok(),
         Action::Kill(kind) => {
+            if entry.commands.try_send(Command::Kill(kind.clone())).is_err() {
+                log::debug!("slot={slot} conn={connection} kill not delivered, retrying");
+                return false;
+            }
             stats.watchdog_kills.inc(kind.label());
-            if kind == WatchdogKind::PongTimeout {
+            if *kind == WatchdogKind::PongTimeout {
                 stats.pong_timeouts.inc();
             }
             log::warn!("watchdog ends slot={slot} conn={connection} kind={}", kind.label());
-            let _ = entry.commands.try_send(Command::Kill(kind));
+            true
         }
     }
 }
@@ -402,6 +429,9 @@ mod tests {
         let kill = deadlines.poll(&settings, sent + 51 * MS, waiting, &[]);
         assert_eq!(kill, Some(Action::Kill(WatchdogKind::PongTimeout)));
         assert_eq!(deadlines.poll(&settings, sent + 60 * MS, waiting, &[]), None, "kill once");
+        deadlines.retry_kill();
+        let again = deadlines.poll(&settings, sent + 70 * MS, waiting, &[]);
+        assert_eq!(again, Some(Action::Kill(WatchdogKind::PongTimeout)), "undelivered kill");
     }
 
     #[test]
