@@ -357,6 +357,13 @@ impl Scheduler {
                     }
                 }
                 let entry = &self.slots[slot];
+                if !role.is_empty()
+                    && let Some(current) = entry.current.as_ref()
+                {
+                    // The replacement's reader marked the slot as its own;
+                    // the old connection serves the slot until the switch.
+                    entry.status.set_state(SlotState::Open, Some(current.connection));
+                }
                 let handle = [entry.current.as_ref(), entry.replacement.as_ref()]
                     .into_iter()
                     .flatten()
