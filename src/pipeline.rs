@@ -6,7 +6,10 @@
 //! the sink. It takes no lock per frame: per-stream counters are atomics,
 //! and the shared per-stream table is locked only when a new stream appears.
 //! It never stops for bad input: malformed frames and gaps are counted,
-//! logged at a limited rate, and skipped or recorded.
+//! logged at a limited rate, and skipped or recorded. During a
+//! make-before-break overlap it copies the new connection's events that run
+//! ahead of the old one, at most [`MAX_HELD_EVENTS`] per stream, until the
+//! two connections' sequences meet or the overlap deadline passes.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;

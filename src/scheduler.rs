@@ -509,8 +509,9 @@ impl Scheduler {
         }
 
         if let Some(replacement) = slot.replacement.take() {
-            // The old connection ended before the replacement delivered
-            // data; the replacement takes over at once.
+            // The old connection ended before every stream switched. The
+            // replacement takes over at once, and the pipeline's overlap
+            // deadline settles the streams that have not met.
             log::warn!(
                 "slot={index} conn={connection} ended: {reason}; replacement conn={} takes over",
                 replacement.connection
