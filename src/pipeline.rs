@@ -381,6 +381,17 @@ impl Pipeline {
     pub fn control(&mut self, request: Control) {
         match request {
             Control::BeginOverlap { old, new, streams, timeout } => {
+                // An earlier overlap on these streams that is still open
+                // (its old connection ended first) ends now, so each stream
+                // has one authority and one queue of held events.
+                self.records.clear();
+                while let Some(index) = self.overlaps.iter().position(|overlap| {
+                    overlap.streams.iter().any(|known| streams.iter().any(|s| **s == **known))
+                }) {
+                    let earlier = self.overlaps.swap_remove(index);
+                    self.finish_overlap(earlier);
+                }
+                self.append_records(0);
                 for stream in &streams {
                     if !self.streams.contains_key(stream.as_str()) {
                         self.start_tracking(stream);
@@ -437,27 +448,39 @@ impl Pipeline {
                 continue;
             }
             let overlap = self.overlaps.swap_remove(index);
-            for stream in &pending {
-                log::warn!(
-                    "overlap deadline passed before the sequences met stream={stream} old={} new={}",
-                    overlap.old,
-                    overlap.new
-                );
-                if let Some(tracked) = self.streams.get_mut(stream) {
-                    tracked.sequence.force_switch();
-                }
-                self.release_held(stream);
-            }
-            let met = pending.is_empty();
-            if met {
-                self.stats.overlaps_met.inc();
-            } else {
-                self.stats.overlaps_expired.inc();
-            }
-            let notice = Notice::OverlapDone { old: overlap.old, new: overlap.new, met };
-            self.send_notice(notice, overlap.old);
+            self.finish_overlap(overlap);
         }
         self.append_records(0);
+    }
+
+    /// Switches every stream of `overlap` that has not met yet, releasing
+    /// its held events, and reports the end to the scheduler.
+    fn finish_overlap(&mut self, overlap: ActiveOverlap) {
+        let pending: Vec<Box<str>> = overlap
+            .streams
+            .iter()
+            .filter(|stream| self.streams.get(*stream).is_some_and(|t| t.sequence.in_overlap()))
+            .cloned()
+            .collect();
+        for stream in &pending {
+            log::warn!(
+                "overlap ended before the sequences met stream={stream} old={} new={}",
+                overlap.old,
+                overlap.new
+            );
+            if let Some(tracked) = self.streams.get_mut(stream) {
+                tracked.sequence.force_switch();
+            }
+            self.release_held(stream);
+        }
+        let met = pending.is_empty();
+        if met {
+            self.stats.overlaps_met.inc();
+        } else {
+            self.stats.overlaps_expired.inc();
+        }
+        let notice = Notice::OverlapDone { old: overlap.old, new: overlap.new, met };
+        self.send_notice(notice, overlap.old);
     }
 
     /// Observes the held events of `stream` again, after it switched.
@@ -795,6 +818,23 @@ mod tests {
         assert_eq!(ids.last(), Some(ahead.end()));
         let gap = r#""first":11,"last":19,"missing":9"#;
         assert!(stored_lines(&ring).iter().any(|line| line.contains(gap)));
+    }
+
+    #[test]
+    fn new_overlap_ends_open_one() {
+        let (mut pipeline, ring, notices) = pipeline(8);
+        process_trades(&mut pipeline, 1, &trades(1..=10));
+        begin(&mut pipeline, Duration::from_secs(5));
+        process_trades(&mut pipeline, 2, &trades(12..=13));
+        // Connection 1 ended before the streams met; 2 rotates to 3.
+        let streams = vec!["a@trade".to_string()];
+        let timeout = Duration::from_secs(5);
+        pipeline.control(Control::BeginOverlap { old: 2, new: 3, streams, timeout });
+        assert_eq!(notices.try_recv(), Ok(Notice::OverlapDone { old: 1, new: 2, met: false }));
+        process_trades(&mut pipeline, 3, &trades(13..=14));
+        process_trades(&mut pipeline, 2, &trades(14..=15));
+        assert_eq!(stored_trade_ids(&ring), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 14, 15]);
+        assert!(stored_lines(&ring).iter().any(|line| line.contains(r#""first":11,"last":11"#)));
     }
 
     #[test]
