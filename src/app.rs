@@ -29,6 +29,7 @@ use crate::reader::ReaderSettings;
 use crate::ring::Ring;
 use crate::scheduler::{self, SchedulerContext, SchedulerHandle, SchedulerSettings};
 use crate::sink::{self, SinkSettings, SinkStats};
+use crate::timer::TimerSettings;
 
 /// Exit status after a clean shutdown.
 pub const EXIT_OK: i32 = 0;
@@ -86,7 +87,7 @@ pub fn start(config: &Config) -> Result<Service, Error> {
         liveness.clone(),
         slots.clone(),
         sink_stats.clone(),
-        config.stale_after,
+        config.effective_stale_after(),
     ));
 
     let sink_settings = SinkSettings {
@@ -101,14 +102,16 @@ pub fn start(config: &Config) -> Result<Service, Error> {
 
     let (frames, frame_rx) = crossbeam_channel::bounded(config.frame_queue);
     let (notice_tx, notices) = crossbeam_channel::bounded(64);
+    let (control, control_rx) = crossbeam_channel::bounded(64);
     let pipeline_settings = PipelineSettings {
         venue: config.venue,
         dedup_window: config.dedup_window,
         max_streams: config.max_streams,
     };
-    let pipeline = pipeline::spawn(
+    let pipeline = pipeline::spawn_with_control(
         pipeline_settings,
         frame_rx,
+        control_rx,
         ring.clone(),
         pipeline_stats.clone(),
         notice_tx,
@@ -118,7 +121,7 @@ pub fn start(config: &Config) -> Result<Service, Error> {
 
     let render = metrics_renderer(MetricSources {
         connections: connection_stats.clone(),
-        pipeline: pipeline_stats,
+        pipeline: pipeline_stats.clone(),
         sink: sink_stats,
         ring: ring.clone(),
         health: health.clone(),
@@ -130,6 +133,17 @@ pub fn start(config: &Config) -> Result<Service, Error> {
     let scheduler_settings = SchedulerSettings {
         reconnect_min: config.reconnect_min,
         reconnect_max: config.reconnect_max,
+        healthy_after: config.healthy_after,
+        overlap_timeout: config.overlap_timeout,
+        timer: TimerSettings {
+            client_ping_interval: config.client_ping_interval,
+            pong_timeout: config.pong_timeout,
+            stale_after: config.effective_stale_after(),
+            data_stale_after: config.data_stale_after,
+            stream_stale_after: config.stream_stale_after.clone(),
+            rotate_interval: config.rotate_interval,
+            rotate_jitter_percent: config.rotate_jitter_percent,
+        },
         reader: ReaderSettings {
             endpoint,
             tls,
@@ -146,6 +160,8 @@ pub fn start(config: &Config) -> Result<Service, Error> {
         slots,
         stats: connection_stats,
         liveness: liveness.clone(),
+        control,
+        stream_ages: Arc::new(move || pipeline_stats.stream_last_event()),
     };
     let scheduler = scheduler::spawn(scheduler_settings, plans, context)
         .map_err(|source| Error::Spawn { thread: "scheduler".into(), source })?;

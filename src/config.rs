@@ -67,8 +67,40 @@ pub struct Config {
     /// together. Defaults to 10 s.
     pub connect_timeout: Duration,
     /// `BINANCE_INGEST_STALE_AFTER`: a connection with no frame of any kind
-    /// for this long is not ready. Defaults to 60 s.
-    pub stale_after: Duration,
+    /// (data, ping or pong) for this long is dead and replaced. `None`
+    /// (`auto`) picks [`Config::effective_stale_after`]: 60 s on spot venues,
+    /// 4 min on futures, whose servers ping only every 3 min.
+    pub stale_after: Option<Duration>,
+    /// `BINANCE_INGEST_SERVER_PING_INTERVAL`: how often the server pings.
+    /// `None` (`auto`) takes the venue's: 20 s spot, 3 min futures.
+    pub server_ping_interval: Option<Duration>,
+    /// `BINANCE_INGEST_CLIENT_PING_INTERVAL`: interval of this service's own
+    /// pings; zero sends none. Defaults to 3 min.
+    pub client_ping_interval: Duration,
+    /// `BINANCE_INGEST_PONG_TIMEOUT`: a client ping without a pong for this
+    /// long marks the connection dead. Defaults to 30 s.
+    pub pong_timeout: Duration,
+    /// `BINANCE_INGEST_DATA_STALE_AFTER`: a connection that delivers no data
+    /// frame for this long, pings or not, is replaced; zero turns the check
+    /// off. Defaults to 10 min, so streams quiet for minutes are left alone.
+    pub data_stale_after: Duration,
+    /// `BINANCE_INGEST_STREAM_STALE_AFTER`: opt-in per-stream thresholds; a
+    /// listed stream that stores no event for its threshold gets its
+    /// connection replaced. Defaults to none.
+    pub stream_stale_after: Vec<(String, Duration)>,
+    /// `BINANCE_INGEST_ROTATE_INTERVAL`: age at which a connection is
+    /// replaced make-before-break; zero turns rotation off. Defaults to 4 h,
+    /// well before Binance's 24 h cut.
+    pub rotate_interval: Duration,
+    /// `BINANCE_INGEST_ROTATE_JITTER`: each rotation comes up to this many
+    /// percent of the interval early, drawn per connection. Defaults to 5.
+    pub rotate_jitter_percent: usize,
+    /// `BINANCE_INGEST_OVERLAP_TIMEOUT`: longest time old and new connection
+    /// overlap while their sequences have not met. Defaults to 30 s.
+    pub overlap_timeout: Duration,
+    /// `BINANCE_INGEST_HEALTHY_AFTER`: a connection up and delivering data
+    /// this long resets its slot's backoff. Defaults to 60 s.
+    pub healthy_after: Duration,
     /// `BINANCE_INGEST_MAX_MESSAGE_SIZE`: largest WebSocket message accepted.
     /// Defaults to 16 MiB.
     pub max_message_size: usize,
@@ -112,7 +144,16 @@ impl Default for Config {
             reconnect_min: Duration::from_secs(1),
             reconnect_max: Duration::from_secs(60),
             connect_timeout: Duration::from_secs(10),
-            stale_after: Duration::from_secs(60),
+            stale_after: None,
+            server_ping_interval: None,
+            client_ping_interval: Duration::from_secs(180),
+            pong_timeout: Duration::from_secs(30),
+            data_stale_after: Duration::from_secs(600),
+            stream_stale_after: Vec::new(),
+            rotate_interval: Duration::from_secs(4 * 3600),
+            rotate_jitter_percent: 5,
+            overlap_timeout: Duration::from_secs(30),
+            healthy_after: Duration::from_secs(60),
             max_message_size: 16 << 20,
             max_frame_size: 16 << 20,
             batch_delay: Duration::from_millis(5),
@@ -171,6 +212,7 @@ impl Config {
             (key.apply)(&mut scratch, &text).map_err(|problem| invalid(key, text, problem))?;
         }
         self.validate_relations()?;
+        self.validate_timers()?;
         if let Some(path) = &self.ca_file {
             check_ca_file(path)
                 .map_err(|problem| invalid(key("CA_FILE"), path.display().to_string(), problem))?;
@@ -204,6 +246,65 @@ impl Config {
                 );
                 return Err(invalid(key(lower), text(lower), problem));
             }
+        }
+        Ok(())
+    }
+
+    /// Server ping interval: the configured one, else the venue's.
+    pub fn effective_server_ping_interval(&self) -> Duration {
+        self.server_ping_interval.unwrap_or_else(|| self.venue.server_ping_interval())
+    }
+
+    /// Stale threshold: the configured one, else 60 s when the server pings
+    /// at least every 20 s (spot), and one ping interval plus a minute
+    /// otherwise (4 min on futures).
+    pub fn effective_stale_after(&self) -> Duration {
+        self.stale_after.unwrap_or_else(|| {
+            let ping = self.effective_server_ping_interval();
+            let minute = Duration::from_secs(60);
+            // Three spot pings fit in a minute; a slower pinger gets one
+            // interval plus a minute.
+            if ping * 3 <= minute { minute } else { ping + minute }
+        })
+    }
+
+    /// Checks the heartbeat and rotation timers against each other and the
+    /// venue's behaviour.
+    fn validate_timers(&self) -> Result<(), ConfigError> {
+        let text = |name: &str| key(name).value_text(self);
+        let ping = self.effective_server_ping_interval();
+        let stale = self.effective_stale_after();
+        if stale <= ping {
+            let problem = format!(
+                "must exceed the server ping interval ({}, {}): a healthy quiet \
+                 connection sees only pings, so a shorter threshold kills it between two pings",
+                format_duration(ping),
+                key("SERVER_PING_INTERVAL").env_name()
+            );
+            return Err(invalid(key("STALE_AFTER"), format_duration(stale), problem));
+        }
+        if !self.client_ping_interval.is_zero() && self.pong_timeout >= self.client_ping_interval {
+            let problem = format!(
+                "must be shorter than {}={}: the next ping would be due before the \
+                 previous one timed out",
+                key("CLIENT_PING_INTERVAL").env_name(),
+                text("CLIENT_PING_INTERVAL")
+            );
+            return Err(invalid(key("PONG_TIMEOUT"), text("PONG_TIMEOUT"), problem));
+        }
+        if self.rotate_interval >= Duration::from_secs(24 * 3600) {
+            let problem = "must be under 24h: Binance closes every connection at 24 h, so \
+                           rotation would never come first"
+                .to_string();
+            return Err(invalid(key("ROTATE_INTERVAL"), text("ROTATE_INTERVAL"), problem));
+        }
+        if !self.rotate_interval.is_zero() && self.overlap_timeout >= self.rotate_interval {
+            let problem = format!(
+                "must be shorter than {}={}: an overlap would last into the next rotation",
+                key("ROTATE_INTERVAL").env_name(),
+                text("ROTATE_INTERVAL")
+            );
+            return Err(invalid(key("OVERLAP_TIMEOUT"), text("OVERLAP_TIMEOUT"), problem));
         }
         Ok(())
     }

@@ -49,6 +49,35 @@ pub enum EndReason {
     HandshakeTimeout,
     /// The service closed the connection on purpose (shutdown).
     Stopped,
+    /// The service closed it after a make-before-break rotation.
+    Rotated,
+    /// A watchdog of the timer thread gave up on the connection.
+    Watchdog(WatchdogKind),
+}
+
+/// Which watchdog ended a connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchdogKind {
+    /// No frame of any kind within the stale threshold.
+    Stale,
+    /// Frames, but no data frame within the data threshold.
+    NoData,
+    /// A client ping got no pong within the pong timeout.
+    PongTimeout,
+    /// A stream with an opt-in threshold stored nothing within it.
+    StreamStale(String),
+}
+
+impl WatchdogKind {
+    /// Label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            WatchdogKind::Stale => "stale",
+            WatchdogKind::NoData => "no_data",
+            WatchdogKind::PongTimeout => "pong_timeout",
+            WatchdogKind::StreamStale(_) => "stream_stale",
+        }
+    }
 }
 
 impl EndReason {
@@ -67,6 +96,8 @@ impl EndReason {
             EndReason::TooLarge(_) => "too_large".into(),
             EndReason::HandshakeTimeout => "handshake_timeout".into(),
             EndReason::Stopped => "stopped".into(),
+            EndReason::Rotated => "rotated".into(),
+            EndReason::Watchdog(kind) => kind.label().into(),
         }
     }
 }
@@ -92,6 +123,19 @@ impl fmt::Display for EndReason {
             EndReason::TooLarge(error) => write!(f, "message too large: {error}"),
             EndReason::HandshakeTimeout => f.write_str("handshake timed out"),
             EndReason::Stopped => f.write_str("closed by this service"),
+            EndReason::Rotated => f.write_str("closed by this service after rotation"),
+            EndReason::Watchdog(WatchdogKind::Stale) => {
+                f.write_str("no frame of any kind within the stale threshold")
+            }
+            EndReason::Watchdog(WatchdogKind::NoData) => {
+                f.write_str("no data frame within the data threshold")
+            }
+            EndReason::Watchdog(WatchdogKind::PongTimeout) => {
+                f.write_str("no pong within the pong timeout")
+            }
+            EndReason::Watchdog(WatchdogKind::StreamStale(stream)) => {
+                write!(f, "stream {stream} stored nothing within its threshold")
+            }
         }
     }
 }
@@ -138,6 +182,7 @@ pub struct SlotStatus {
 struct SlotInner {
     state: SlotState,
     connection: Option<ConnectionId>,
+    replacement: Option<ConnectionId>,
     last_end: Option<String>,
 }
 
@@ -152,6 +197,9 @@ pub struct SlotSnapshot {
     pub state: SlotState,
     /// Current connection id, if a connection exists.
     pub connection: Option<ConnectionId>,
+    /// Connection that is taking over from the current one, during a
+    /// make-before-break rotation.
+    pub replacement: Option<ConnectionId>,
     /// Receive time of the last frame, ns since the epoch; 0 for none.
     pub last_frame_ns: u64,
     /// Why the previous connection ended, if one did.
@@ -168,6 +216,7 @@ impl SlotStatus {
             inner: Mutex::new(SlotInner {
                 state: SlotState::Connecting,
                 connection: None,
+                replacement: None,
                 last_end: None,
             }),
         }
@@ -181,6 +230,12 @@ impl SlotStatus {
         if state != SlotState::Open {
             self.last_frame_ns.store(0, Ordering::Relaxed);
         }
+    }
+
+    /// Records the connection taking over during a rotation, or its end.
+    pub fn set_replacement(&self, replacement: Option<ConnectionId>) {
+        let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        inner.replacement = replacement;
     }
 
     /// Records why the last connection ended.
@@ -197,8 +252,93 @@ impl SlotStatus {
             description: self.description.clone(),
             state: inner.state,
             connection: inner.connection,
+            replacement: inner.replacement,
             last_frame_ns: self.last_frame_ns.load(Ordering::Relaxed),
             last_end: inner.last_end,
+        }
+    }
+}
+
+/// Live timing of one connection, written by its reader and read by the
+/// timer thread. Times are ns since the Unix epoch; 0 means never.
+#[derive(Debug, Default)]
+pub struct ConnectionClock {
+    /// Handshake completed.
+    pub opened_ns: AtomicU64,
+    /// Last frame of any kind received.
+    pub last_frame_ns: AtomicU64,
+    /// Last data frame received.
+    pub last_data_ns: AtomicU64,
+    /// Last client ping sent; 0 while none is waiting for its pong.
+    pub ping_outstanding_ns: AtomicU64,
+}
+
+/// Upper bounds, in seconds, of the pong round-trip histogram buckets.
+pub const PONG_RTT_BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0];
+
+/// A fixed-bucket histogram of durations, lock-free.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [Counter; PONG_RTT_BUCKETS.len()],
+    count: Counter,
+    sum_ns: Counter,
+}
+
+impl Histogram {
+    /// Records one observation.
+    pub fn observe(&self, value: Duration) {
+        let seconds = value.as_secs_f64();
+        for (bound, bucket) in PONG_RTT_BUCKETS.iter().zip(&self.buckets) {
+            if seconds <= *bound {
+                bucket.inc();
+            }
+        }
+        self.count.inc();
+        self.sum_ns.add(u64::try_from(value.as_nanos()).unwrap_or(u64::MAX));
+    }
+
+    /// Observations recorded.
+    pub fn count(&self) -> u64 {
+        self.count.get()
+    }
+
+    fn write(&self, out: &mut Exposition, name: &str, help: &str) {
+        out.family(name, MetricType::Histogram, help);
+        let bucket = format!("{name}_bucket");
+        for (bound, counter) in PONG_RTT_BUCKETS.iter().zip(&self.buckets) {
+            out.sample_u64(&bucket, &[("le", &bound.to_string())], counter.get());
+        }
+        out.sample_u64(&bucket, &[("le", "+Inf")], self.count.get());
+        out.sample_f64(&format!("{name}_sum"), &[], self.sum_ns.get() as f64 / 1e9);
+        out.sample_u64(&format!("{name}_count"), &[], self.count.get());
+    }
+}
+
+/// Counters keyed by a small set of labels, such as rotation causes.
+#[derive(Debug, Default)]
+pub struct LabeledCounter(Mutex<Vec<(String, u64)>>);
+
+impl LabeledCounter {
+    /// Adds one under `label`.
+    pub fn inc(&self, label: &str) {
+        let mut table = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match table.iter_mut().find(|(known, _)| known == label) {
+            Some((_, count)) => *count += 1,
+            None => table.push((label.to_string(), 1)),
+        }
+    }
+
+    /// Count under `label`.
+    pub fn get(&self, label: &str) -> u64 {
+        let table = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        table.iter().find(|(known, _)| known == label).map_or(0, |(_, count)| *count)
+    }
+
+    fn write(&self, out: &mut Exposition, name: &str, label: &str, help: &str) {
+        out.family(name, MetricType::Counter, help);
+        let table = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (value, count) in table.iter() {
+            out.sample_u64(name, &[(label, value)], *count);
         }
     }
 }
@@ -224,6 +364,26 @@ pub struct ConnectionStats {
     pub batches: Counter,
     /// Current backoff delay being waited out, in milliseconds, summed over slots.
     pub backoff_ms: Counter,
+    /// Attempts started after a connection of the slot ended or failed.
+    pub reconnect_attempts: Counter,
+    /// Client pings sent.
+    pub pings_sent: Counter,
+    /// Pongs received for client pings.
+    pub pongs_received: Counter,
+    /// Client pings whose pong did not come within the pong timeout.
+    pub pong_timeouts: Counter,
+    /// Round-trip time of client pings.
+    pub pong_rtt: Histogram,
+    /// Rotations started, by cause (`schedule`, `server_shutdown`).
+    pub rotations: LabeledCounter,
+    /// Connections ended by a watchdog, by kind.
+    pub watchdog_kills: LabeledCounter,
+    /// Handshakes rejected with an HTTP status, by status.
+    pub rejections: LabeledCounter,
+    /// 1 while a slot waits out HTTP 429 or 418, else 0.
+    pub rate_limited: Counter,
+    /// 1 after HTTP 403 or 451 until a handshake succeeds, else 0.
+    pub access_denied: Counter,
     disconnects: Mutex<Vec<(String, u64)>>,
     tls_errors: Mutex<Vec<(&'static str, u64)>>,
 }
@@ -284,6 +444,63 @@ impl ConnectionStats {
             MetricType::Gauge,
             "Reconnect delay currently being waited out, summed over connection slots.",
             self.backoff_ms.get() as f64 / 1000.0,
+        );
+
+        let lifecycle = [
+            (
+                "reconnect_attempts_total",
+                "Attempts after a connection ended or failed.",
+                &self.reconnect_attempts,
+            ),
+            ("client_pings_total", "Ping frames sent by this service.", &self.pings_sent),
+            (
+                "pongs_received_total",
+                "Pong frames received for client pings.",
+                &self.pongs_received,
+            ),
+            (
+                "pong_timeouts_total",
+                "Client pings without a pong within the pong timeout.",
+                &self.pong_timeouts,
+            ),
+        ];
+        for (name, help, counter) in lifecycle {
+            out.single_u64(&format!("{p}{name}"), MetricType::Counter, help, counter.get());
+        }
+        out.single_u64(
+            &format!("{p}rate_limited"),
+            MetricType::Gauge,
+            "1 while a connection waits out HTTP 429 or 418 (alert), else 0.",
+            self.rate_limited.get(),
+        );
+        out.single_u64(
+            &format!("{p}access_denied"),
+            MetricType::Gauge,
+            "1 after HTTP 403 or 451 until a handshake succeeds (alert), else 0.",
+            self.access_denied.get(),
+        );
+        self.pong_rtt.write(
+            out,
+            &format!("{p}pong_rtt_seconds"),
+            "Round-trip time from a client ping to its pong.",
+        );
+        self.rotations.write(
+            out,
+            &format!("{p}rotations_total"),
+            "cause",
+            "Make-before-break rotations started, by cause.",
+        );
+        self.watchdog_kills.write(
+            out,
+            &format!("{p}watchdog_kills_total"),
+            "kind",
+            "Connections ended by a watchdog, by kind.",
+        );
+        self.rejections.write(
+            out,
+            &format!("{p}handshake_rejections_total"),
+            "status",
+            "WebSocket handshakes rejected with an HTTP status.",
         );
 
         let name = format!("{p}disconnects_total");

@@ -217,10 +217,17 @@ impl Health {
                 (Status::Fail, format!("{}: {last}", state.name()))
             }
         };
+        let mut state = match snapshot.connection {
+            Some(connection) => format!("{} conn={connection}", snapshot.state.name()),
+            None => snapshot.state.name().to_string(),
+        };
+        if let Some(replacement) = snapshot.replacement {
+            state.push_str(&format!(", rotating to conn={replacement}"));
+        }
         Check {
             name,
             status,
-            output: format!("{} {}", snapshot.description, output).trim().to_string(),
+            output: format!("{} ({state}) {}", snapshot.description, output).trim().to_string(),
             observed: age.map(|age| age.as_secs_f64()),
             unit: age.map(|_| "s"),
         }
@@ -261,6 +268,20 @@ mod tests {
         let report = health.ready();
         assert_eq!(report.status, Status::Fail);
         assert!(report.to_json().contains("no frame for"), "{}", report.to_json());
+    }
+
+    #[test]
+    fn readiness_names_connection_and_rotation() {
+        let (health, slot) = health(Duration::from_secs(60));
+        slot.set_state(SlotState::Open, Some(4));
+        slot.last_frame_ns.store(unix_nanos(), Ordering::Relaxed);
+        slot.set_replacement(Some(5));
+        let json = health.ready().to_json();
+        assert!(json.contains("(open conn=4, rotating to conn=5)"), "{json}");
+        slot.set_replacement(None);
+        slot.set_state(SlotState::Backoff, None);
+        let json = health.ready().to_json();
+        assert!(json.contains("(backoff)"), "{json}");
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod backoff;
 pub mod connection;
 pub mod reader;
 pub mod scheduler;
+pub mod timer;
 pub mod tls;
 
 pub mod digest;

@@ -6,14 +6,17 @@
 //! the sink. It takes no lock per frame: per-stream counters are atomics,
 //! and the shared per-stream table is locked only when a new stream appears.
 //! It never stops for bad input: malformed frames and gaps are counted,
-//! logged at a limited rate, and skipped or recorded.
+//! logged at a limited rate, and skipped or recorded. During a
+//! make-before-break overlap it copies the new connection's events that run
+//! ahead of the old one, at most [`MAX_HELD_EVENTS`] per stream, until the
+//! two connections' sequences meet or the overlap deadline passes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
@@ -21,7 +24,7 @@ use crate::frame::{ConnectionId, FrameBatch};
 use crate::liveness::{CHECKIN_INTERVAL, Checkin};
 use crate::lograte::LogLimiter;
 use crate::metrics::{Counter, Exposition, MetricType, PREFIX};
-use crate::parse::{Event, ParseErrorKind, Parsed, parse_frame};
+use crate::parse::{Event, Ids, ParseErrorKind, Parsed, parse_frame};
 use crate::record::{self, RecordKind};
 use crate::ring::{RecordBatch, Ring};
 use crate::sequence::{Rule, StreamSequence, Verdict};
@@ -40,6 +43,11 @@ pub struct PipelineSettings {
     pub max_streams: usize,
 }
 
+/// Events of the new connection held per stream during an overlap, at
+/// most. Past this the stream switches without proof, and a hole before the
+/// held events becomes a gap record.
+pub const MAX_HELD_EVENTS: usize = 10_000;
+
 /// A control event the pipeline found in the data, for the scheduler.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Notice {
@@ -47,6 +55,39 @@ pub enum Notice {
     ServerShutdown {
         /// Connection that carried the announcement.
         connection: ConnectionId,
+    },
+    /// Every stream of an overlap switched to the new connection, so the
+    /// old one may close.
+    OverlapDone {
+        /// Connection being replaced.
+        old: ConnectionId,
+        /// Its replacement.
+        new: ConnectionId,
+        /// False when the deadline passed before every stream met.
+        met: bool,
+    },
+}
+
+/// A request from the scheduler to the pipeline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Control {
+    /// `new` is about to open as the replacement of `old`, carrying
+    /// `streams`. Sent before the replacement's reader starts.
+    BeginOverlap {
+        /// Connection being replaced; the authority until the streams meet.
+        old: ConnectionId,
+        /// Its replacement.
+        new: ConnectionId,
+        /// Streams both connections carry.
+        streams: Vec<String>,
+        /// Time from the new connection's first frame until every stream
+        /// switches, met or not.
+        timeout: Duration,
+    },
+    /// The replacement failed; `old` stays the authority.
+    CancelOverlap {
+        /// The failed replacement.
+        new: ConnectionId,
     },
 }
 
@@ -68,6 +109,9 @@ pub struct PipelineStats {
     server_shutdowns: Counter,
     notices_dropped: Counter,
     untracked_events: Counter,
+    overlaps_met: Counter,
+    overlaps_expired: Counter,
+    held_events: Counter,
     parse_errors: [Counter; ParseErrorKind::ALL.len()],
     /// At most `max_streams` entries; locked only to add a stream and to
     /// render metrics.
@@ -150,6 +194,16 @@ impl PipelineStats {
             "Events stored without duplicate or gap checks because the stream table was full.",
             self.untracked_events.get(),
         );
+        let overlaps = name("overlaps_total");
+        out.family(&overlaps, MetricType::Counter, "Connection overlaps finished, by outcome.");
+        out.sample_u64(&overlaps, &[("outcome", "met")], self.overlaps_met.get());
+        out.sample_u64(&overlaps, &[("outcome", "deadline")], self.overlaps_expired.get());
+        out.single_u64(
+            &name("overlap_held_events_total"),
+            MetricType::Counter,
+            "Events of a new connection held until its sequence met the old one's.",
+            self.held_events.get(),
+        );
         let parse_errors = name("parse_errors_total");
         out.family(&parse_errors, MetricType::Counter, "Frames skipped as not market data.");
         for kind in ParseErrorKind::ALL {
@@ -217,15 +271,36 @@ pub fn spawn(
     notices: Sender<Notice>,
     checkin: Checkin,
 ) -> io::Result<JoinHandle<()>> {
+    let control = crossbeam_channel::never();
+    spawn_with_control(settings, frames, control, ring, stats, notices, checkin)
+}
+
+/// Like [`spawn`], with overlap requests from the scheduler on `control`.
+/// Requests are taken before frames, so a `BeginOverlap` sent before the
+/// replacement starts is in force before its first frame.
+pub fn spawn_with_control(
+    settings: PipelineSettings,
+    frames: Receiver<FrameBatch>,
+    control: Receiver<Control>,
+    ring: Arc<Ring>,
+    stats: Arc<PipelineStats>,
+    notices: Sender<Notice>,
+    checkin: Checkin,
+) -> io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name("pipeline".to_string()).spawn(move || {
         let mut pipeline = Pipeline::new(settings, ring.clone(), stats, notices);
+        let tick = CHECKIN_INTERVAL.min(std::time::Duration::from_millis(20));
         loop {
             checkin.beat();
-            match frames.recv_timeout(CHECKIN_INTERVAL) {
+            while let Ok(request) = control.try_recv() {
+                pipeline.control(request);
+            }
+            match frames.recv_timeout(tick) {
                 Ok(batch) => pipeline.process(&batch),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
+            pipeline.check_overlaps(Instant::now());
         }
         ring.close();
         log::info!("pipeline stopped frames={}", pipeline.stats.frames.get());
@@ -236,6 +311,28 @@ pub fn spawn(
 struct Tracked {
     sequence: StreamSequence,
     counters: Arc<StreamCounters>,
+    /// Events of an overlap's new connection, ahead of the old one.
+    held: VecDeque<HeldEvent>,
+}
+
+/// A copy of a held event, observed again when its stream switches.
+struct HeldEvent {
+    connection: ConnectionId,
+    received_ns: u64,
+    ids: Ids,
+    data: Vec<u8>,
+}
+
+/// An overlap waiting for its streams to switch.
+struct ActiveOverlap {
+    old: ConnectionId,
+    new: ConnectionId,
+    streams: Vec<Box<str>>,
+    timeout: Duration,
+    /// Set at the new connection's first frame. Until then the overlap
+    /// neither finishes nor expires, so a slow handshake cannot hand the
+    /// streams to a connection that delivers nothing yet.
+    deadline: Option<Instant>,
 }
 
 /// State owned by the pipeline thread.
@@ -247,6 +344,7 @@ pub struct Pipeline {
     streams: HashMap<Box<str>, Tracked>,
     records: RecordBatch,
     limits: Limits,
+    overlaps: Vec<ActiveOverlap>,
 }
 
 #[derive(Default)]
@@ -275,6 +373,124 @@ impl Pipeline {
             streams: HashMap::new(),
             records: RecordBatch::new(),
             limits: Limits::default(),
+            overlaps: Vec::new(),
+        }
+    }
+
+    /// Applies a request of the scheduler.
+    pub fn control(&mut self, request: Control) {
+        match request {
+            Control::BeginOverlap { old, new, streams, timeout } => {
+                // An earlier overlap on these streams that is still open
+                // (its old connection ended first) ends now, so each stream
+                // has one authority and one queue of held events.
+                self.records.clear();
+                while let Some(index) = self.overlaps.iter().position(|overlap| {
+                    overlap.streams.iter().any(|known| streams.iter().any(|s| **s == **known))
+                }) {
+                    let earlier = self.overlaps.swap_remove(index);
+                    self.finish_overlap(earlier);
+                }
+                self.append_records(0);
+                for stream in &streams {
+                    if !self.streams.contains_key(stream.as_str()) {
+                        self.start_tracking(stream);
+                    }
+                    if let Some(tracked) = self.streams.get_mut(stream.as_str()) {
+                        tracked.sequence.begin_overlap(old, new);
+                    }
+                }
+                log::debug!("overlap begins old={old} new={new} streams={}", streams.len());
+                let streams = streams.into_iter().map(String::into_boxed_str).collect();
+                let overlap = ActiveOverlap { old, new, streams, timeout, deadline: None };
+                self.overlaps.push(overlap);
+            }
+            Control::CancelOverlap { new } => {
+                let Some(position) = self.overlaps.iter().position(|o| o.new == new) else {
+                    return;
+                };
+                let overlap = self.overlaps.swap_remove(position);
+                for stream in &overlap.streams {
+                    if let Some(tracked) = self.streams.get_mut(stream) {
+                        tracked.sequence.cancel_overlap();
+                        tracked.held.clear();
+                    }
+                }
+                log::debug!("overlap cancelled old={} new={new}", overlap.old);
+            }
+        }
+    }
+
+    /// Finishes overlaps whose streams all switched, and switches the rest
+    /// of an overlap whose deadline passed at `now`; a hole then becomes a
+    /// gap record. Sends [`Notice::OverlapDone`] for each finished overlap.
+    pub fn check_overlaps(&mut self, now: Instant) {
+        if self.overlaps.is_empty() {
+            return;
+        }
+        self.records.clear();
+        let mut index = 0;
+        while index < self.overlaps.len() {
+            let overlap = &self.overlaps[index];
+            let Some(deadline) = overlap.deadline else {
+                index += 1;
+                continue;
+            };
+            let pending: Vec<Box<str>> = overlap
+                .streams
+                .iter()
+                .filter(|stream| self.streams.get(*stream).is_some_and(|t| t.sequence.in_overlap()))
+                .cloned()
+                .collect();
+            let expired = now >= deadline;
+            if !pending.is_empty() && !expired {
+                index += 1;
+                continue;
+            }
+            let overlap = self.overlaps.swap_remove(index);
+            self.finish_overlap(overlap);
+        }
+        self.append_records(0);
+    }
+
+    /// Switches every stream of `overlap` that has not met yet, releasing
+    /// its held events, and reports the end to the scheduler.
+    fn finish_overlap(&mut self, overlap: ActiveOverlap) {
+        let pending: Vec<Box<str>> = overlap
+            .streams
+            .iter()
+            .filter(|stream| self.streams.get(*stream).is_some_and(|t| t.sequence.in_overlap()))
+            .cloned()
+            .collect();
+        for stream in &pending {
+            log::warn!(
+                "overlap ended before the sequences met stream={stream} old={} new={}",
+                overlap.old,
+                overlap.new
+            );
+            if let Some(tracked) = self.streams.get_mut(stream) {
+                tracked.sequence.force_switch();
+            }
+            self.release_held(stream);
+        }
+        let met = pending.is_empty();
+        if met {
+            self.stats.overlaps_met.inc();
+        } else {
+            self.stats.overlaps_expired.inc();
+        }
+        let notice = Notice::OverlapDone { old: overlap.old, new: overlap.new, met };
+        self.send_notice(notice, overlap.old);
+    }
+
+    /// Observes the held events of `stream` again, after it switched.
+    fn release_held(&mut self, stream: &str) {
+        let Some(tracked) = self.streams.get_mut(stream) else { return };
+        let _ = tracked.sequence.take_release();
+        let held = std::mem::take(&mut tracked.held);
+        for event in held {
+            let view = Event { stream, data: &event.data, ids: event.ids };
+            self.handle_event(event.connection, event.received_ns, &view);
         }
     }
 
@@ -283,6 +499,11 @@ impl Pipeline {
     pub fn process(&mut self, batch: &FrameBatch) {
         self.records.clear();
         let connection = batch.connection();
+        for overlap in &mut self.overlaps {
+            if overlap.new == connection && overlap.deadline.is_none() {
+                overlap.deadline = Some(Instant::now() + overlap.timeout);
+            }
+        }
         self.stats.frames.add(batch.len() as u64);
         for frame in batch.iter() {
             match parse_frame(frame.kind, frame.payload) {
@@ -302,6 +523,13 @@ impl Pipeline {
                 }
             }
         }
+        self.append_records(connection);
+    }
+
+    fn append_records(&mut self, connection: ConnectionId) {
+        if self.records.is_empty() {
+            return;
+        }
         let appended = self.ring.append(&self.records);
         if appended < self.records.len()
             && let Some(suppressed) = self.limits.oversized.allow(Instant::now())
@@ -317,11 +545,15 @@ impl Pipeline {
     fn handle_server_shutdown(&mut self, connection: ConnectionId) {
         self.stats.server_shutdowns.inc();
         log::info!("server announced shutdown conn={connection}");
-        if self.notices.try_send(Notice::ServerShutdown { connection }).is_err() {
+        self.send_notice(Notice::ServerShutdown { connection }, connection);
+    }
+
+    fn send_notice(&mut self, notice: Notice, connection: ConnectionId) {
+        if self.notices.try_send(notice).is_err() {
             self.stats.notices_dropped.inc();
             if let Some(suppressed) = self.limits.notices.allow(Instant::now()) {
                 log::warn!(
-                    "dropped server shutdown notice, scheduler queue full or closed conn={connection} suppressed={suppressed}"
+                    "dropped notice, scheduler queue full or closed conn={connection} suppressed={suppressed}"
                 );
             }
         }
@@ -337,10 +569,27 @@ impl Pipeline {
             push_event(&mut self.records, venue, connection, received_ns, event);
             return;
         };
-        match tracked.sequence.observe(connection, &event.ids, event.data) {
-            Verdict::Duplicate => {
-                tracked.counters.duplicates.inc();
-                return;
+        let verdict = tracked.sequence.observe(connection, &event.ids, event.data);
+        let mut release = tracked.sequence.take_release();
+        match verdict {
+            Verdict::Duplicate => tracked.counters.duplicates.inc(),
+            Verdict::Held => {
+                self.stats.held_events.inc();
+                tracked.held.push_back(HeldEvent {
+                    connection,
+                    received_ns,
+                    ids: event.ids,
+                    data: event.data.to_vec(),
+                });
+                if tracked.held.len() >= MAX_HELD_EVENTS {
+                    log::warn!(
+                        "overlap hold bound reached, switching without proof stream={} held={}",
+                        event.stream,
+                        tracked.held.len()
+                    );
+                    tracked.sequence.force_switch();
+                    release = true;
+                }
             }
             Verdict::Gap(gap) => {
                 tracked.counters.gaps.inc();
@@ -358,12 +607,16 @@ impl Pipeline {
                         gap.missing
                     );
                 }
+                store(tracked, &mut self.records, venue, connection, received_ns, event);
             }
-            Verdict::New => {}
+            Verdict::New => {
+                store(tracked, &mut self.records, venue, connection, received_ns, event);
+            }
         }
-        tracked.counters.events.inc();
-        tracked.counters.last_received_ns.store(received_ns, Ordering::Relaxed);
-        push_event(&mut self.records, venue, connection, received_ns, event);
+        if release {
+            // The stream switched: observe the held events again, in order.
+            self.release_held(event.stream);
+        }
     }
 
     /// Adds `stream` to the tracked streams unless the table is full.
@@ -381,9 +634,24 @@ impl Pipeline {
         let tracked = Tracked {
             sequence: StreamSequence::new(rule, self.settings.dedup_window),
             counters: self.stats.register(stream),
+            held: VecDeque::new(),
         };
         self.streams.insert(stream.into(), tracked);
     }
+}
+
+/// Counts and stores one accepted event.
+fn store(
+    tracked: &Tracked,
+    records: &mut RecordBatch,
+    venue: Venue,
+    connection: ConnectionId,
+    received_ns: u64,
+    event: &Event<'_>,
+) {
+    tracked.counters.events.inc();
+    tracked.counters.last_received_ns.store(received_ns, Ordering::Relaxed);
+    push_event(records, venue, connection, received_ns, event);
 }
 
 fn push_event(
@@ -467,6 +735,117 @@ mod tests {
         assert!(body.contains("binance_ingest_missing_events_total{stream=\"btcusdt@trade\"} 3\n"));
         assert!(body.contains("binance_ingest_parse_errors_total{kind=\"invalid_json\"} 1\n"));
         assert_eq!(stats.stream_last_event(), [("btcusdt@trade".to_string(), 1002)]);
+    }
+
+    fn trades(range: std::ops::RangeInclusive<u64>) -> Vec<String> {
+        range.map(|t| format!(r#"{{"stream":"a@trade","data":{{"t":{t}}}}}"#)).collect()
+    }
+
+    fn process_trades(pipeline: &mut Pipeline, connection: ConnectionId, frames: &[String]) {
+        let frames: Vec<&str> = frames.iter().map(String::as_str).collect();
+        pipeline.process(&batch(connection, &frames));
+    }
+
+    fn begin(pipeline: &mut Pipeline, timeout: Duration) {
+        let streams = vec!["a@trade".to_string()];
+        pipeline.control(Control::BeginOverlap { old: 1, new: 2, streams, timeout });
+    }
+
+    fn stored_trade_ids(ring: &Ring) -> Vec<u64> {
+        stored_lines(ring)
+            .iter()
+            .filter(|line| !line.contains("\"gap\""))
+            .filter_map(|line| {
+                let value: serde_json::Value = serde_json::from_str(line).ok()?;
+                value["data"]["t"].as_u64()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn overlap_holds_events_until_met() {
+        let (mut pipeline, ring, notices) = pipeline(8);
+        process_trades(&mut pipeline, 1, &trades(1..=10));
+        begin(&mut pipeline, Duration::from_secs(5));
+        process_trades(&mut pipeline, 2, &trades(13..=20));
+        let start = Instant::now();
+        pipeline.check_overlaps(start);
+        assert_eq!(notices.try_recv(), Err(crossbeam_channel::TryRecvError::Empty));
+        process_trades(&mut pipeline, 1, &trades(11..=14));
+        pipeline.check_overlaps(start);
+        assert_eq!(notices.try_recv(), Ok(Notice::OverlapDone { old: 1, new: 2, met: true }));
+        process_trades(&mut pipeline, 1, &trades(15..=16));
+        process_trades(&mut pipeline, 2, &trades(21..=21));
+        assert_eq!(stored_trade_ids(&ring), (1..=21).collect::<Vec<u64>>());
+        assert!(!stored_lines(&ring).iter().any(|line| line.contains("\"gap\"")));
+        assert_eq!(pipeline.stats.overlaps_met.get(), 1);
+    }
+
+    #[test]
+    fn overlap_deadline_records_gap() {
+        let (mut pipeline, ring, notices) = pipeline(8);
+        let timeout = Duration::from_millis(300);
+        process_trades(&mut pipeline, 1, &trades(1..=10));
+        begin(&mut pipeline, timeout);
+        pipeline.check_overlaps(Instant::now() + timeout * 10);
+        assert!(notices.try_recv().is_err(), "no deadline before the new connection delivers");
+        let before_first = Instant::now();
+        process_trades(&mut pipeline, 2, &trades(15..=16));
+        pipeline.check_overlaps(before_first + timeout - Duration::from_millis(1));
+        assert!(notices.try_recv().is_err(), "before the deadline");
+        pipeline.check_overlaps(Instant::now() + timeout);
+        assert_eq!(notices.try_recv(), Ok(Notice::OverlapDone { old: 1, new: 2, met: false }));
+        let lines = stored_lines(&ring);
+        assert!(lines.iter().any(|line| line.contains(r#""first":11,"last":14,"missing":4"#)));
+        assert_eq!(stored_trade_ids(&ring), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 16]);
+        assert_eq!(pipeline.stats.overlaps_expired.get(), 1);
+    }
+
+    #[test]
+    fn hold_bound_switches_without_proof() {
+        // A ring large enough that no record of the 10 000 is evicted.
+        let ring = Arc::new(Ring::new(8 << 20));
+        let (sender, _notices) = crossbeam_channel::bounded(1);
+        let settings = PipelineSettings { venue: Venue::Spot, dedup_window: 16, max_streams: 8 };
+        let mut pipeline =
+            Pipeline::new(settings, ring.clone(), Arc::new(PipelineStats::new()), sender);
+        process_trades(&mut pipeline, 1, &trades(1..=10));
+        begin(&mut pipeline, Duration::from_secs(5));
+        let ahead = 20..=(19 + MAX_HELD_EVENTS as u64);
+        process_trades(&mut pipeline, 2, &trades(ahead.clone()));
+        let ids = stored_trade_ids(&ring);
+        assert_eq!(ids.len(), 10 + MAX_HELD_EVENTS, "held events stored once the bound is hit");
+        assert_eq!(ids.last(), Some(ahead.end()));
+        let gap = r#""first":11,"last":19,"missing":9"#;
+        assert!(stored_lines(&ring).iter().any(|line| line.contains(gap)));
+    }
+
+    #[test]
+    fn new_overlap_ends_open_one() {
+        let (mut pipeline, ring, notices) = pipeline(8);
+        process_trades(&mut pipeline, 1, &trades(1..=10));
+        begin(&mut pipeline, Duration::from_secs(5));
+        process_trades(&mut pipeline, 2, &trades(12..=13));
+        // Connection 1 ended before the streams met; 2 rotates to 3.
+        let streams = vec!["a@trade".to_string()];
+        let timeout = Duration::from_secs(5);
+        pipeline.control(Control::BeginOverlap { old: 2, new: 3, streams, timeout });
+        assert_eq!(notices.try_recv(), Ok(Notice::OverlapDone { old: 1, new: 2, met: false }));
+        process_trades(&mut pipeline, 3, &trades(13..=14));
+        process_trades(&mut pipeline, 2, &trades(14..=15));
+        assert_eq!(stored_trade_ids(&ring), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 14, 15]);
+        assert!(stored_lines(&ring).iter().any(|line| line.contains(r#""first":11,"last":11"#)));
+    }
+
+    #[test]
+    fn cancelled_overlap_drops_held_events() {
+        let (mut pipeline, ring, _notices) = pipeline(8);
+        process_trades(&mut pipeline, 1, &trades(1..=10));
+        begin(&mut pipeline, Duration::from_secs(5));
+        process_trades(&mut pipeline, 2, &trades(12..=13));
+        pipeline.control(Control::CancelOverlap { new: 2 });
+        process_trades(&mut pipeline, 1, &trades(11..=13));
+        assert_eq!(stored_trade_ids(&ring), (1..=13).collect::<Vec<u64>>());
     }
 
     #[test]

@@ -25,7 +25,9 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tungstenite::{Message, WebSocket};
 
-use crate::connection::{ConnectionStats, EndReason, SlotState, SlotStatus};
+use crate::connection::{
+    ConnectionClock, ConnectionStats, EndReason, SlotState, SlotStatus, WatchdogKind,
+};
 use crate::frame::{ConnectionId, FrameBatch, FrameKind};
 use crate::liveness::Checkin;
 use crate::lograte::LogLimiter;
@@ -63,11 +65,24 @@ pub struct ReaderSettings {
     pub batch_size: usize,
 }
 
+/// Shortest time between two control frames this reader sends (client
+/// pings and the pongs tungstenite queues). Binance counts pings, pongs and
+/// requests toward 5 messages a second on spot and 10 on futures, and
+/// closes a connection beyond that with code 1008.
+pub const CONTROL_FRAME_SPACING: Duration = Duration::from_secs(1);
+
 /// Request to a running reader.
 #[derive(Debug)]
 pub enum Command {
-    /// Close the connection with code 1000 and end.
+    /// Close the connection with code 1000 and end: service shutdown.
     Close,
+    /// Close with code 1000 because a replacement has taken over.
+    Retire,
+    /// Send a client ping, no sooner than [`CONTROL_FRAME_SPACING`] after
+    /// the previous control frame.
+    Ping,
+    /// End the connection at once: a watchdog found it dead.
+    Kill(WatchdogKind),
 }
 
 /// Report from a reader to the scheduler.
@@ -109,6 +124,8 @@ pub struct ReaderHandle {
     pub connection: ConnectionId,
     /// Command channel.
     pub commands: Sender<Command>,
+    /// Live timing of the connection, for the timer thread.
+    pub clock: Arc<ConnectionClock>,
     /// Thread handle.
     pub thread: JoinHandle<()>,
 }
@@ -133,6 +150,8 @@ pub struct ReaderTask {
     pub stats: Arc<ConnectionStats>,
     /// Liveness check-in of this thread.
     pub checkin: Checkin,
+    /// Live timing of this connection, shared with the timer thread.
+    pub clock: Arc<ConnectionClock>,
 }
 
 /// Starts a reader thread.
@@ -141,12 +160,13 @@ pub struct ReaderTask {
 ///
 /// Fails when the operating system cannot start a thread.
 pub fn spawn(task: ReaderTask) -> io::Result<ReaderHandle> {
-    let (commands, command_rx) = crossbeam_channel::bounded(4);
+    let (commands, command_rx) = crossbeam_channel::bounded(16);
     let connection = task.connection;
+    let clock = task.clock.clone();
     let thread = std::thread::Builder::new()
         .name(format!("reader-{}-{}", task.slot, task.connection))
         .spawn(move || run(task, command_rx))?;
-    Ok(ReaderHandle { connection, commands, thread })
+    Ok(ReaderHandle { connection, commands, clock, thread })
 }
 
 type Socket = WebSocket<Transport>;
@@ -159,8 +179,10 @@ fn run(task: ReaderTask, commands: Receiver<Command>) {
     let (reason, uptime, frames) = match connect(&task.settings, &url) {
         Ok(socket) => {
             let opened_at = Instant::now();
+            task.clock.opened_ns.store(unix_nanos(), Ordering::Relaxed);
             task.status.set_state(SlotState::Open, Some(task.connection));
             task.stats.connects.inc();
+            task.stats.access_denied.set(0);
             task.stats.open.add(1);
             let _ = task
                 .events
@@ -192,6 +214,10 @@ struct Session<'a> {
     poll: Duration,
     drop_log: LogLimiter,
     close_received: Option<(Option<u16>, String)>,
+    /// When this reader last sent a control frame (ping or queued pong).
+    last_control: Option<Instant>,
+    /// A client ping was requested but waits for the control frame spacing.
+    ping_pending: bool,
 }
 
 impl<'a> Session<'a> {
@@ -205,21 +231,51 @@ impl<'a> Session<'a> {
             poll: Duration::ZERO,
             drop_log: LogLimiter::new(Duration::from_secs(10)),
             close_received: None,
+            last_control: None,
+            ping_pending: false,
         }
     }
 
     /// Reads until the connection ends, and returns why.
     fn read_loop(&mut self, commands: &Receiver<Command>) -> EndReason {
         let mut closing_since: Option<Instant> = None;
+        let mut close_reason = EndReason::Stopped;
         loop {
             self.task.checkin.beat();
-            if closing_since.is_none() && commands.try_recv().is_ok() {
-                closing_since = Some(Instant::now());
-                self.task.status.set_state(SlotState::Closing, Some(self.task.connection));
-                let close = CloseFrame { code: CloseCode::Normal, reason: "".into() };
-                if let Err(error) = self.socket.close(Some(close)) {
-                    log::debug!("conn={} close frame not sent: {error}", self.task.connection);
+            while closing_since.is_none() {
+                let Ok(command) = commands.try_recv() else { break };
+                match command {
+                    Command::Ping => self.ping_pending = true,
+                    Command::Kill(kind) => {
+                        // A dead peer may never read a close frame, so the
+                        // reader sends one without waiting for the reply.
+                        let close = CloseFrame { code: CloseCode::Normal, reason: "".into() };
+                        let _ = self.socket.close(Some(close));
+                        let _ = self.socket.flush();
+                        self.finish_batch();
+                        return EndReason::Watchdog(kind);
+                    }
+                    Command::Close | Command::Retire => {
+                        if matches!(command, Command::Retire) {
+                            close_reason = EndReason::Rotated;
+                        } else {
+                            self.task
+                                .status
+                                .set_state(SlotState::Closing, Some(self.task.connection));
+                        }
+                        closing_since = Some(Instant::now());
+                        let close = CloseFrame { code: CloseCode::Normal, reason: "".into() };
+                        if let Err(error) = self.socket.close(Some(close)) {
+                            log::debug!(
+                                "conn={} close frame not sent: {error}",
+                                self.task.connection
+                            );
+                        }
+                    }
                 }
+            }
+            if self.ping_pending && closing_since.is_none() {
+                self.send_ping();
             }
             if closing_since.is_some_and(|since| since.elapsed() > CLOSE_WAIT) {
                 log::warn!(
@@ -227,7 +283,7 @@ impl<'a> Session<'a> {
                     self.task.connection
                 );
                 self.finish_batch();
-                return EndReason::Stopped;
+                return close_reason;
             }
             self.set_poll();
 
@@ -236,6 +292,9 @@ impl<'a> Session<'a> {
                 Err(error) => {
                     if let Some(reason) = self.on_error(error, closing_since.is_some()) {
                         self.finish_batch();
+                        if reason == EndReason::Stopped {
+                            return close_reason;
+                        }
                         return reason;
                     }
                 }
@@ -246,16 +305,52 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// Sends a client ping once the control frame spacing allows it. The
+    /// payload is the send time, so `on_pong` can match the pong to the
+    /// outstanding ping. While the server pings more than once a second the
+    /// client ping keeps waiting, which is harmless: the server's pings
+    /// already show that the connection is alive.
+    fn send_ping(&mut self) {
+        let now = Instant::now();
+        if self.last_control.is_some_and(|last| now.duration_since(last) < CONTROL_FRAME_SPACING) {
+            return;
+        }
+        let sent_ns = unix_nanos();
+        let payload = sent_ns.to_be_bytes().to_vec();
+        match self.socket.send(Message::Ping(payload.into())) {
+            Ok(()) => {
+                self.ping_pending = false;
+                self.last_control = Some(now);
+                self.task.clock.ping_outstanding_ns.store(sent_ns, Ordering::Relaxed);
+                self.task.stats.pings_sent.inc();
+            }
+            Err(error) => {
+                // The read that follows reports a broken connection.
+                log::debug!("conn={} ping not sent: {error}", self.task.connection);
+                self.ping_pending = false;
+            }
+        }
+    }
+
     fn on_message(&mut self, message: Message) {
         let now_ns = unix_nanos();
         self.task.status.last_frame_ns.store(now_ns, Ordering::Relaxed);
+        self.task.clock.last_frame_ns.store(now_ns, Ordering::Relaxed);
         let (kind, payload): (FrameKind, &[u8]) = match &message {
             Message::Text(text) => (FrameKind::Text, text.as_bytes()),
             Message::Binary(bytes) => (FrameKind::Binary, bytes),
             Message::Ping(_) => {
-                // tungstenite has queued the pong with the same payload and
-                // sends it at the start of the next read.
+                // tungstenite has queued the pong with the same payload;
+                // flushing sends it now rather than at the next read.
                 self.task.stats.pings_received.inc();
+                self.last_control = Some(Instant::now());
+                if let Err(error) = self.socket.flush() {
+                    log::debug!("conn={} pong not flushed yet: {error}", self.task.connection);
+                }
+                return;
+            }
+            Message::Pong(payload) => {
+                self.on_pong(payload, now_ns);
                 return;
             }
             Message::Close(frame) => {
@@ -266,8 +361,9 @@ impl<'a> Session<'a> {
                 self.close_received = Some((code, reason));
                 return;
             }
-            Message::Pong(_) | Message::Frame(_) => return,
+            Message::Frame(_) => return,
         };
+        self.task.clock.last_data_ns.store(now_ns, Ordering::Relaxed);
         if self.frames == 0 {
             let first =
                 ReaderEvent::FirstData { slot: self.task.slot, connection: self.task.connection };
@@ -282,6 +378,21 @@ impl<'a> Session<'a> {
         self.task.stats.bytes.add(payload.len() as u64);
     }
 
+    /// Matches a pong to the outstanding client ping by its payload, the
+    /// ping's send time; other pongs (unsolicited, or late) only count as
+    /// frames.
+    fn on_pong(&mut self, payload: &[u8], now_ns: u64) {
+        let outstanding = self.task.clock.ping_outstanding_ns.load(Ordering::Relaxed);
+        let Ok(bytes) = <[u8; 8]>::try_from(payload) else { return };
+        let sent_ns = u64::from_be_bytes(bytes);
+        if outstanding == 0 || sent_ns != outstanding {
+            return;
+        }
+        self.task.clock.ping_outstanding_ns.store(0, Ordering::Relaxed);
+        self.task.stats.pongs_received.inc();
+        self.task.stats.pong_rtt.observe(Duration::from_nanos(now_ns.saturating_sub(sent_ns)));
+    }
+
     /// Classifies a read error; returns `None` when reading should go on.
     fn on_error(&mut self, error: tungstenite::Error, closing: bool) -> Option<EndReason> {
         use tungstenite::Error as WsError;
@@ -294,6 +405,13 @@ impl<'a> Session<'a> {
             }
             WsError::ConnectionClosed | WsError::AlreadyClosed if closing => {
                 Some(EndReason::Stopped)
+            }
+            // The server's close frame names the cause even when the socket
+            // then fails, for example because the server did not wait for
+            // the reply before closing TCP.
+            _ if !closing && self.close_received.is_some() => {
+                let (code, reason) = self.close_received.take().unwrap_or_default();
+                Some(EndReason::ClosedByServer { code, reason })
             }
             WsError::ConnectionClosed | WsError::AlreadyClosed => {
                 match self.close_received.take() {

@@ -4,10 +4,12 @@
 //! Each slot of the connection plan has at most one current connection and,
 //! while a replacement is under way, one replacement. A connection that ends
 //! while the service still wants it is reconnected after a backoff delay. A
-//! `serverShutdown` notice replaces the connection make-before-break: the
-//! replacement opens, and the old one closes with code 1000 only once the
-//! replacement has delivered data. The pipeline drops the duplicates of the
-//! overlap.
+//! `serverShutdown` notice, or the timer thread's rotation deadline, replaces
+//! the connection make-before-break: the scheduler tells the pipeline that an
+//! overlap begins, starts the replacement, and closes the old connection with
+//! code 1000 once the pipeline reports that every stream switched to the new
+//! one (or the overlap deadline passed). This thread never reads a socket and
+//! never waits on a reader, except to join one that has ended.
 
 use std::io;
 use std::sync::Arc;
@@ -17,16 +19,18 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, select};
 
 use crate::backoff::{AttemptBudget, Backoff, Rng};
+use crate::connection::ConnectionClock;
 use crate::connection::{ConnectionStats, EndReason, SlotState, SlotStatus};
 use crate::frame::{ConnectionId, FrameBatch};
 use crate::liveness::{Checkin, Liveness};
-use crate::pipeline::Notice;
+use crate::pipeline::{Control, Notice};
 use crate::plan::ConnectionPlan;
 use crate::reader::{self, Command, ReaderEvent, ReaderHandle, ReaderSettings, ReaderTask};
+use crate::timer::{StreamAges, Timer, TimerEvent, TimerSettings};
 
-/// A connection that stayed up this long and delivered data resets the
-/// backoff of its slot.
-pub const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+/// Time the scheduler waits past the pipeline's overlap deadline for its
+/// report before it closes the old connection anyway.
+const OVERLAP_GRACE: Duration = Duration::from_secs(2);
 
 /// Connection attempts allowed per [`ATTEMPT_WINDOW`], process-wide: a third
 /// of Binance's limit of 300.
@@ -51,6 +55,13 @@ pub struct SchedulerSettings {
     pub reconnect_min: Duration,
     /// Backoff cap.
     pub reconnect_max: Duration,
+    /// Uptime with data after which a connection's end resets the backoff.
+    pub healthy_after: Duration,
+    /// Maximum overlap of an old and a new connection before every stream
+    /// switches, met or not.
+    pub overlap_timeout: Duration,
+    /// Heartbeat, watchdog and rotation intervals for the timer thread.
+    pub timer: TimerSettings,
     /// Reader settings.
     pub reader: ReaderSettings,
 }
@@ -85,6 +96,10 @@ pub struct SchedulerContext {
     pub stats: Arc<ConnectionStats>,
     /// Check-in registry, for the scheduler and its readers.
     pub liveness: Arc<Liveness>,
+    /// Overlap requests to the pipeline.
+    pub control: Sender<Control>,
+    /// Newest stored event per stream, for opt-in stream thresholds.
+    pub stream_ages: StreamAges,
 }
 
 /// Starts the scheduler thread, which opens every planned connection.
@@ -99,8 +114,16 @@ pub fn spawn(
 ) -> io::Result<SchedulerHandle> {
     let (stop, stop_rx) = crossbeam_channel::bounded::<()>(0);
     let checkin = context.liveness.register("scheduler");
+    let (timer_events, timer_rx) = crossbeam_channel::bounded(256);
+    let timer = Timer::spawn(
+        settings.timer.clone(),
+        timer_events,
+        context.stats.clone(),
+        context.stream_ages.clone(),
+        context.liveness.register("timer"),
+    )?;
     let thread = std::thread::Builder::new().name("scheduler".into()).spawn(move || {
-        let mut scheduler = Scheduler::new(settings, plans, context, checkin);
+        let mut scheduler = Scheduler::new(settings, plans, context, checkin, timer, timer_rx);
         scheduler.run(&stop_rx);
     })?;
     Ok(SchedulerHandle { stop, thread })
@@ -115,6 +138,14 @@ struct Slot {
     backoff: Backoff,
     retry_at: Option<Instant>,
     replace_at: Option<Instant>,
+    /// When the scheduler closes the old connection even without the
+    /// pipeline's report; set at the replacement's first data.
+    overlap_until: Option<Instant>,
+    /// Whether a connection was attempted before, so the next attempt is a
+    /// reconnect.
+    attempted: bool,
+    /// Whether the slot waits out HTTP 429 or 418.
+    rate_limited: bool,
 }
 
 struct Scheduler {
@@ -126,6 +157,8 @@ struct Scheduler {
     budget: AttemptBudget,
     next_connection: ConnectionId,
     checkin: Checkin,
+    timer: Option<Timer>,
+    timer_rx: Receiver<TimerEvent>,
 }
 
 impl Scheduler {
@@ -134,6 +167,8 @@ impl Scheduler {
         plans: Vec<ConnectionPlan>,
         context: SchedulerContext,
         checkin: Checkin,
+        timer: Timer,
+        timer_rx: Receiver<TimerEvent>,
     ) -> Scheduler {
         let slots = plans
             .into_iter()
@@ -151,6 +186,9 @@ impl Scheduler {
                 retired: Vec::new(),
                 retry_at: Some(Instant::now()),
                 replace_at: None,
+                overlap_until: None,
+                attempted: false,
+                rate_limited: false,
             })
             .collect();
         let (events, event_rx) = crossbeam_channel::unbounded();
@@ -163,6 +201,8 @@ impl Scheduler {
             budget: AttemptBudget::new(MAX_ATTEMPTS_PER_WINDOW, ATTEMPT_WINDOW),
             next_connection: 1,
             checkin,
+            timer: Some(timer),
+            timer_rx,
         }
     }
 
@@ -179,8 +219,14 @@ impl Scheduler {
                         self.on_event(event);
                     }
                 }
+                recv(self.timer_rx) -> event => {
+                    if let Ok(TimerEvent::RotateDue { slot, connection }) = event {
+                        self.on_rotate_due(slot, connection);
+                    }
+                }
                 recv(notices) -> notice => match notice {
                     Ok(Notice::ServerShutdown { connection }) => self.on_server_shutdown(connection),
+                    Ok(Notice::OverlapDone { old, new, met }) => self.on_overlap_done(old, new, met),
                     // The pipeline has exited; a disconnected channel would
                     // otherwise be ready at once, forever.
                     Err(_) => notices = crossbeam_channel::never(),
@@ -206,7 +252,17 @@ impl Scheduler {
             }
             let slot = &self.slots[index];
             if slot.replace_at.is_some_and(|at| at <= now) && slot.replacement.is_none() {
-                self.start(index, true, now);
+                if slot.current.is_some() {
+                    self.start(index, true, now);
+                } else {
+                    // The old connection is gone; a plain reconnect follows.
+                    self.slots[index].replace_at = None;
+                }
+            }
+            let slot = &self.slots[index];
+            if slot.overlap_until.is_some_and(|at| at <= now) && slot.replacement.is_some() {
+                log::warn!("slot={index} pipeline did not report the overlap's end in time");
+                self.switch_to_replacement(index);
             }
         }
         self.context.stats.backoff_ms.set(backoff_ms);
@@ -231,6 +287,23 @@ impl Scheduler {
         let connection = self.next_connection;
         self.next_connection += 1;
         let slot = &mut self.slots[index];
+        if !replacement && slot.attempted {
+            self.context.stats.reconnect_attempts.inc();
+        }
+        slot.attempted = true;
+        if replacement && let Some(old) = slot.current.as_ref() {
+            // Sent before the reader starts, so it is in force before the
+            // replacement's first frame reaches the pipeline.
+            let begin = Control::BeginOverlap {
+                old: old.connection,
+                new: connection,
+                streams: slot.plan.streams.clone(),
+                timeout: self.settings.overlap_timeout,
+            };
+            if self.context.control.try_send(begin).is_err() {
+                log::warn!("slot={index} pipeline control queue full; overlap not announced");
+            }
+        }
         let task = ReaderTask {
             slot: index,
             connection,
@@ -241,10 +314,12 @@ impl Scheduler {
             status: slot.status.clone(),
             stats: self.context.stats.clone(),
             checkin: self.context.liveness.register(&format!("reader-{index}-{connection}")),
+            clock: Arc::new(ConnectionClock::default()),
         };
         match reader::spawn(task) {
             Ok(handle) if replacement => {
                 slot.replace_at = None;
+                slot.status.set_replacement(Some(connection));
                 slot.replacement = Some(handle);
             }
             Ok(handle) => {
@@ -253,6 +328,10 @@ impl Scheduler {
                 slot.current = Some(handle);
             }
             Err(error) => {
+                if replacement {
+                    let _ =
+                        self.context.control.try_send(Control::CancelOverlap { new: connection });
+                }
                 let delay = slot.backoff.next_delay();
                 log::error!(
                     "slot={index} failed to start a reader thread: {error}; retry in {delay:?}"
@@ -270,16 +349,46 @@ impl Scheduler {
         match event {
             ReaderEvent::Opened { slot, connection } => {
                 let role = if self.is_replacement(slot, connection) { "replacement " } else { "" };
-                let plan = &self.slots[slot].plan;
+                let entry = &mut self.slots[slot];
+                if entry.rate_limited {
+                    entry.rate_limited = false;
+                    if !self.slots.iter().any(|s| s.rate_limited) {
+                        self.context.stats.rate_limited.set(0);
+                    }
+                }
+                let entry = &self.slots[slot];
+                if !role.is_empty()
+                    && let Some(current) = entry.current.as_ref()
+                {
+                    // The replacement's reader marked the slot as its own;
+                    // the old connection serves the slot until the switch.
+                    entry.status.set_state(SlotState::Open, Some(current.connection));
+                }
+                let handle = [entry.current.as_ref(), entry.replacement.as_ref()]
+                    .into_iter()
+                    .flatten()
+                    .find(|handle| handle.connection == connection);
+                if let (Some(handle), Some(timer)) = (handle, self.timer.as_ref()) {
+                    timer.watch(
+                        slot,
+                        connection,
+                        handle.commands.clone(),
+                        handle.clock.clone(),
+                        &entry.plan.streams,
+                    );
+                }
                 log::info!(
                     "connected {role}slot={slot} conn={connection} route={} streams={}",
-                    plan.route.name(),
-                    plan.streams.len()
+                    entry.plan.route.name(),
+                    entry.plan.streams.len()
                 );
             }
             ReaderEvent::FirstData { slot, connection } => {
                 if self.is_replacement(slot, connection) {
-                    self.switch_to_replacement(slot);
+                    let entry = &mut self.slots[slot];
+                    entry.overlap_until =
+                        Some(Instant::now() + self.settings.overlap_timeout + OVERLAP_GRACE);
+                    log::debug!("slot={slot} replacement conn={connection} delivers data");
                 }
             }
             ReaderEvent::Ended { slot, connection, reason, uptime, frames } => {
@@ -292,18 +401,47 @@ impl Scheduler {
         self.slots[slot].replacement.as_ref().is_some_and(|handle| handle.connection == connection)
     }
 
-    /// The replacement delivers data: it becomes current, and the old
-    /// connection closes with code 1000.
+    /// Makes the replacement current and closes the old connection with
+    /// code 1000, once every stream switched to the replacement.
     fn switch_to_replacement(&mut self, index: usize) {
         let slot = &mut self.slots[index];
+        slot.overlap_until = None;
+        slot.status.set_replacement(None);
         let Some(replacement) = slot.replacement.take() else { return };
         let new_connection = replacement.connection;
         if let Some(old) = slot.current.replace(replacement) {
-            log::info!("replaced slot={index} conn={} with conn={new_connection}", old.connection);
-            let _ = old.commands.try_send(Command::Close);
+            log::info!(
+                "rotated slot={index} conn={} to conn={new_connection}, closing the old one",
+                old.connection
+            );
+            let _ = old.commands.try_send(Command::Retire);
             slot.retired.push(old);
         }
         slot.status.set_state(SlotState::Open, Some(new_connection));
+    }
+
+    fn on_overlap_done(&mut self, old: ConnectionId, new: ConnectionId, met: bool) {
+        let Some(index) = self.slots.iter().position(|slot| {
+            slot.replacement.as_ref().is_some_and(|handle| handle.connection == new)
+        }) else {
+            log::debug!("overlap old={old} new={new} ended after the old connection did");
+            return;
+        };
+        if !met {
+            log::warn!("slot={index} overlap old={old} new={new} ended at its deadline");
+        }
+        self.switch_to_replacement(index);
+    }
+
+    fn on_rotate_due(&mut self, index: usize, connection: ConnectionId) {
+        let Some(slot) = self.slots.get_mut(index) else { return };
+        let is_current = slot.current.as_ref().is_some_and(|h| h.connection == connection);
+        if !is_current || slot.replacement.is_some() || slot.replace_at.is_some() {
+            return;
+        }
+        log::info!("rotation due slot={index} conn={connection}, opening a replacement");
+        self.context.stats.rotations.inc("schedule");
+        slot.replace_at = Some(Instant::now());
     }
 
     fn on_server_shutdown(&mut self, connection: ConnectionId) {
@@ -317,6 +455,7 @@ impl Scheduler {
         let slot = &mut self.slots[index];
         if slot.replacement.is_none() && slot.replace_at.is_none() {
             log::info!("serverShutdown on slot={index} conn={connection}, opening a replacement");
+            self.context.stats.rotations.inc("server_shutdown");
             slot.replace_at = Some(Instant::now());
         }
     }
@@ -330,6 +469,16 @@ impl Scheduler {
         frames: u64,
     ) {
         self.context.stats.count_disconnect(&reason);
+        if let Some(timer) = self.timer.as_ref() {
+            timer.unwatch(connection);
+        }
+        if let EndReason::Rejected { status, .. } = &reason {
+            self.context.stats.rejections.inc(&status.to_string());
+            if matches!(status, 403 | 451) {
+                self.context.stats.access_denied.set(1);
+            }
+        }
+        let healthy_after = self.settings.healthy_after;
         let slot = &mut self.slots[index];
         slot.status.set_last_end(reason.to_string());
 
@@ -342,6 +491,9 @@ impl Scheduler {
             if let Some(handle) = slot.replacement.take() {
                 join_reader(handle);
             }
+            slot.overlap_until = None;
+            slot.status.set_replacement(None);
+            let _ = self.context.control.try_send(Control::CancelOverlap { new: connection });
             let delay = slot.backoff.next_delay();
             log::warn!(
                 "replacement slot={index} conn={connection} failed: {reason}; retry in {delay:?}"
@@ -357,21 +509,28 @@ impl Scheduler {
         }
 
         if let Some(replacement) = slot.replacement.take() {
-            // The old connection ended before the replacement delivered
-            // data; the replacement takes over at once.
+            // The old connection ended before every stream switched. The
+            // replacement takes over at once, and the pipeline's overlap
+            // deadline settles the streams that have not met.
             log::warn!(
                 "slot={index} conn={connection} ended: {reason}; replacement conn={} takes over",
                 replacement.connection
             );
-            slot.status.set_state(SlotState::Connecting, Some(replacement.connection));
+            slot.status.set_state(SlotState::Open, Some(replacement.connection));
+            slot.status.set_replacement(None);
+            slot.overlap_until = None;
             slot.current = Some(replacement);
             return;
         }
 
-        if uptime.is_some_and(|up| up >= HEALTHY_AFTER) && frames > 0 {
+        if uptime.is_some_and(|up| up >= healthy_after) && frames > 0 {
             slot.backoff.reset();
         }
         let delay = reconnect_delay(&reason, &mut slot.backoff);
+        if matches!(reason, EndReason::Rejected { status: 418 | 429, .. }) {
+            slot.rate_limited = true;
+            self.context.stats.rate_limited.set(1);
+        }
         slot.retry_at = Some(Instant::now() + delay);
         slot.status.set_state(SlotState::Backoff, None);
         let up = uptime.map_or_else(|| "never opened".to_string(), |up| format!("up {up:?}"));
@@ -425,6 +584,9 @@ impl Scheduler {
             join_reader(handle);
         }
         self.context.stats.backoff_ms.set(0);
+        if let Some(timer) = self.timer.take() {
+            timer.stop();
+        }
         log::info!("scheduler stopped");
     }
 }

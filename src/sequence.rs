@@ -101,15 +101,22 @@ pub enum Verdict {
     Duplicate,
     /// A new event after missing ones: store it and a gap record.
     Gap(Gap),
+    /// An event of the new connection of an overlap that is ahead of the
+    /// old one: keep it until the sequences meet, then observe it again.
+    Held,
 }
 
 /// Sequence state of one stream.
 ///
-/// NOTE: the state is one "last position" per stream, fed by every
-/// connection. Make-before-break overlaps need a position per connection
-/// with one connection as the authority until the two meet; that belongs in
-/// this struct, next to `last_connection`, and `observe` already receives
-/// the connection id for it.
+/// Outside an overlap, one "last key" fed by every connection decides.
+/// During a make-before-break overlap the old connection stays the
+/// authority. An event of the new connection at or below the last key is
+/// dropped, and it proves that the two sequences meet, because the old
+/// connection already delivered it. Events of the new connection ahead of
+/// the last key get [`Verdict::Held`]. When the old connection reaches the
+/// first held key, the sequences meet from the other side. Either way the
+/// stream switches to the new connection, and [`StreamSequence::take_release`]
+/// tells the caller to observe the held events again, in order.
 #[derive(Debug)]
 pub struct StreamSequence {
     rule: Rule,
@@ -117,13 +124,68 @@ pub struct StreamSequence {
     last_connection: Option<ConnectionId>,
     digests: Option<DigestWindow>,
     dedup_window: usize,
+    overlap: Option<Overlap>,
+    release: bool,
+}
+
+/// An overlap of two connections on one stream that has not met yet.
+#[derive(Clone, Copy, Debug)]
+struct Overlap {
+    old: ConnectionId,
+    new: ConnectionId,
+    first_held: Option<(u64, u64)>,
 }
 
 impl StreamSequence {
     /// Creates the state of a stream that has delivered nothing yet.
     /// `dedup_window` bounds the digests kept for the digest rule.
     pub fn new(rule: Rule, dedup_window: usize) -> StreamSequence {
-        StreamSequence { rule, last: None, last_connection: None, digests: None, dedup_window }
+        StreamSequence {
+            rule,
+            last: None,
+            last_connection: None,
+            digests: None,
+            dedup_window,
+            overlap: None,
+            release: false,
+        }
+    }
+
+    /// Starts an overlap in which `old` stays the authority until its
+    /// sequence meets that of `new`. Streams under the digest rule need no
+    /// authority: the digest window drops the copies.
+    pub fn begin_overlap(&mut self, old: ConnectionId, new: ConnectionId) {
+        if self.rule != Rule::Digest {
+            self.overlap = Some(Overlap { old, new, first_held: None });
+        }
+    }
+
+    /// Returns whether an overlap is waiting for the sequences to meet.
+    pub fn in_overlap(&self) -> bool {
+        self.overlap.is_some()
+    }
+
+    /// Ends the overlap without proof that the sequences met (deadline or
+    /// hold bound): the stream switches to the new connection, and the held
+    /// events are released, so a hole before them becomes a gap record.
+    pub fn force_switch(&mut self) {
+        if self.overlap.take().is_some() {
+            self.release = true;
+        }
+    }
+
+    /// Ends the overlap because the new connection failed. The old one stays
+    /// the authority, so the caller drops the held events, which the old
+    /// connection delivers itself.
+    pub fn cancel_overlap(&mut self) {
+        self.overlap = None;
+        self.release = false;
+    }
+
+    /// Returns true once after the stream switched, when the held events of
+    /// the new connection must be observed again.
+    pub fn take_release(&mut self) -> bool {
+        std::mem::take(&mut self.release)
     }
 
     /// The stream's rule.
@@ -140,10 +202,51 @@ impl StreamSequence {
     pub fn observe(&mut self, connection: ConnectionId, ids: &Ids, data: &[u8]) -> Verdict {
         let verdict = match (self.rule, self.key(ids)) {
             (Rule::Digest, _) | (_, None) => self.observe_digest(data),
-            (rule, Some(key)) => self.observe_key(rule, key, ids),
+            (rule, Some(key)) => match self.overlap {
+                Some(overlap) => self.observe_overlap(overlap, connection, rule, key, ids),
+                None => self.observe_key(rule, key, ids),
+            },
         };
-        if verdict != Verdict::Duplicate {
+        if !matches!(verdict, Verdict::Duplicate | Verdict::Held) {
             self.last_connection = Some(connection);
+        }
+        verdict
+    }
+
+    fn observe_overlap(
+        &mut self,
+        overlap: Overlap,
+        connection: ConnectionId,
+        rule: Rule,
+        key: (u64, u64),
+        ids: &Ids,
+    ) -> Verdict {
+        if connection == overlap.new {
+            return match self.last {
+                // The old connection delivered nothing on this stream, so
+                // there is nothing to meet: switch at once.
+                None => {
+                    self.overlap = None;
+                    self.release = true;
+                    self.observe_key(rule, key, ids)
+                }
+                Some(last) if key <= last => {
+                    self.overlap = None;
+                    self.release = true;
+                    Verdict::Duplicate
+                }
+                Some(_) => {
+                    if overlap.first_held.is_none() {
+                        self.overlap = Some(Overlap { first_held: Some(key), ..overlap });
+                    }
+                    Verdict::Held
+                }
+            };
+        }
+        let verdict = self.observe_key(rule, key, ids);
+        if connection == overlap.old && overlap.first_held.is_some_and(|first| key >= first) {
+            self.overlap = None;
+            self.release = true;
         }
         verdict
     }
@@ -401,6 +504,77 @@ mod tests {
         assert_eq!(sequence.observe(1, &none, b"c"), Verdict::New);
         assert_eq!(sequence.observe(2, &none, b"a"), Verdict::New, "a left the window");
         assert_eq!(sequence.last_connection(), Some(2));
+    }
+
+    #[test]
+    fn overlap_behind_meets_at_once() {
+        let mut sequence = StreamSequence::new(Rule::Trade, 4);
+        for t in 1..=10 {
+            assert_eq!(sequence.observe(1, &trade(t), b""), Verdict::New);
+        }
+        sequence.begin_overlap(1, 2);
+        assert_eq!(sequence.observe(2, &trade(9), b""), Verdict::Duplicate, "meets");
+        assert!(!sequence.in_overlap());
+        assert!(sequence.take_release());
+        assert_eq!(sequence.observe(2, &trade(10), b""), Verdict::Duplicate);
+        assert_eq!(sequence.observe(2, &trade(11), b""), Verdict::New);
+        assert_eq!(sequence.observe(1, &trade(11), b""), Verdict::Duplicate);
+    }
+
+    #[test]
+    fn overlap_holds_events_ahead() {
+        let mut sequence = StreamSequence::new(Rule::Trade, 4);
+        for t in 1..=10 {
+            sequence.observe(1, &trade(t), b"");
+        }
+        sequence.begin_overlap(1, 2);
+        // The new connection starts at 13: 11 and 12 are still on the way
+        // on the old one, so this is no gap yet.
+        assert_eq!(sequence.observe(2, &trade(13), b""), Verdict::Held);
+        assert_eq!(sequence.observe(2, &trade(14), b""), Verdict::Held);
+        assert_eq!(sequence.observe(1, &trade(11), b""), Verdict::New);
+        assert!(sequence.in_overlap());
+        assert_eq!(sequence.observe(1, &trade(12), b""), Verdict::New);
+        assert_eq!(sequence.observe(1, &trade(13), b""), Verdict::New, "old reaches held 13");
+        assert!(!sequence.in_overlap());
+        assert!(sequence.take_release());
+        assert!(!sequence.take_release(), "released once");
+        assert_eq!(sequence.observe(2, &trade(13), b""), Verdict::Duplicate);
+        assert_eq!(sequence.observe(2, &trade(14), b""), Verdict::New);
+    }
+
+    #[test]
+    fn overlap_deadline_turns_hole_into_gap() {
+        let mut sequence = StreamSequence::new(Rule::Trade, 4);
+        sequence.observe(1, &trade(10), b"");
+        sequence.begin_overlap(1, 2);
+        assert_eq!(sequence.observe(2, &trade(15), b""), Verdict::Held);
+        sequence.force_switch();
+        assert!(sequence.take_release());
+        assert_eq!(
+            sequence.observe(2, &trade(15), b""),
+            gap(Some(11), Some(14), Some(4), Rule::Trade)
+        );
+    }
+
+    #[test]
+    fn overlap_cancel_keeps_old_authority() {
+        let mut sequence = StreamSequence::new(Rule::Trade, 4);
+        sequence.observe(1, &trade(10), b"");
+        sequence.begin_overlap(1, 2);
+        assert_eq!(sequence.observe(2, &trade(12), b""), Verdict::Held);
+        sequence.cancel_overlap();
+        assert!(!sequence.take_release());
+        assert_eq!(sequence.observe(1, &trade(11), b""), Verdict::New);
+    }
+
+    #[test]
+    fn overlap_skips_digest_streams() {
+        let mut sequence = StreamSequence::new(Rule::Digest, 4);
+        sequence.begin_overlap(1, 2);
+        assert!(!sequence.in_overlap());
+        assert_eq!(sequence.observe(1, &Ids::default(), b"a"), Verdict::New);
+        assert_eq!(sequence.observe(2, &Ids::default(), b"a"), Verdict::Duplicate);
     }
 
     #[test]

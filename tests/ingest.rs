@@ -376,6 +376,8 @@ fn readyz_follows_data_flow() {
     let mock = MockExchange::start(&["--rate", "50", "--fault", "at=1s conn=1 stall=3s"]);
     let dir = unique_dir("readyz");
     let settings = with(base_settings(&mock, "btcusdt@trade"), "BINANCE_INGEST_STALE_AFTER", "1s");
+    // The threshold must exceed the server ping interval it is checked against.
+    let settings = with(settings, "BINANCE_INGEST_SERVER_PING_INTERVAL", "500ms");
     let mut service = Service::start(&dir, &settings);
 
     service.wait_for("ready", Duration::from_secs(20), |s| s.get("/readyz").0 == 200);

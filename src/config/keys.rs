@@ -237,12 +237,109 @@ pub static KEYS: &[Key] = &[
     Key {
         name: "STALE_AFTER",
         placeholder: "DURATION",
-        help: "a connection with no frame for this long is not ready, 1ms to 1h",
+        help: "no frame for this long: connection is dead, 1ms to 1h, auto by venue",
         apply: |c, v| {
-            c.stale_after = duration_in(v, MS, HOUR)?;
+            c.stale_after = auto_duration_in(v, MS, HOUR)?;
             Ok(())
         },
-        show: |c| format_duration(c.stale_after),
+        show: |c| show_auto(c.stale_after),
+    },
+    Key {
+        name: "SERVER_PING_INTERVAL",
+        placeholder: "DURATION",
+        help: "interval of the server's pings, 1ms to 1h; auto: 20s spot, 3m futures",
+        apply: |c, v| {
+            c.server_ping_interval = auto_duration_in(v, MS, HOUR)?;
+            Ok(())
+        },
+        show: |c| show_auto(c.server_ping_interval),
+    },
+    Key {
+        name: "CLIENT_PING_INTERVAL",
+        placeholder: "DURATION",
+        help: "interval of this service's pings, 1ms to 1h; 0s for none",
+        apply: |c, v| {
+            c.client_ping_interval = duration_in(v, Duration::ZERO, HOUR)?;
+            Ok(())
+        },
+        show: |c| format_duration(c.client_ping_interval),
+    },
+    Key {
+        name: "PONG_TIMEOUT",
+        placeholder: "DURATION",
+        help: "time a client ping waits for its pong, 1ms to 1h, below the ping interval",
+        apply: |c, v| {
+            c.pong_timeout = duration_in(v, MS, HOUR)?;
+            Ok(())
+        },
+        show: |c| format_duration(c.pong_timeout),
+    },
+    Key {
+        name: "DATA_STALE_AFTER",
+        placeholder: "DURATION",
+        help: "no data on any stream of a connection: replace it, 0s for never",
+        apply: |c, v| {
+            c.data_stale_after = duration_in(v, Duration::ZERO, 24 * HOUR)?;
+            Ok(())
+        },
+        show: |c| format_duration(c.data_stale_after),
+    },
+    Key {
+        name: "STREAM_STALE_AFTER",
+        placeholder: "LIST",
+        help: "opt-in per-stream data thresholds: stream=duration,...; empty for none",
+        apply: |c, v| {
+            c.stream_stale_after = parse_stream_thresholds(v)?;
+            Ok(())
+        },
+        show: |c| {
+            let pairs: Vec<String> = c
+                .stream_stale_after
+                .iter()
+                .map(|(stream, after)| format!("{stream}={}", format_duration(*after)))
+                .collect();
+            pairs.join(",")
+        },
+    },
+    Key {
+        name: "ROTATE_INTERVAL",
+        placeholder: "DURATION",
+        help: "make-before-break rotation of every connection, under 24h; 0s for none",
+        apply: |c, v| {
+            c.rotate_interval = duration_in(v, Duration::ZERO, 48 * HOUR)?;
+            Ok(())
+        },
+        show: |c| format_duration(c.rotate_interval),
+    },
+    Key {
+        name: "ROTATE_JITTER",
+        placeholder: "PERCENT",
+        help: "rotation happens up to this many percent early, per slot, 0 to 50",
+        apply: |c, v| {
+            c.rotate_jitter_percent = count_in(v, 0, 50)?;
+            Ok(())
+        },
+        show: |c| c.rotate_jitter_percent.to_string(),
+    },
+    Key {
+        name: "OVERLAP_TIMEOUT",
+        placeholder: "DURATION",
+        help: "longest overlap of old and new connection before a gap is recorded",
+        apply: |c, v| {
+            c.overlap_timeout = duration_in(v, MS, 10 * 60 * SECOND)?;
+            Ok(())
+        },
+        show: |c| format_duration(c.overlap_timeout),
+    },
+    Key {
+        name: "HEALTHY_AFTER",
+        placeholder: "DURATION",
+        help: "uptime with data that resets the reconnect backoff, 1ms to 1h",
+        apply: |c, v| {
+            c.healthy_after = duration_in(v, MS, HOUR)?;
+            Ok(())
+        },
+        show: |c| format_duration(c.healthy_after),
     },
     Key {
         name: "MAX_MESSAGE_SIZE",
@@ -411,6 +508,36 @@ fn duration_in(text: &str, min: Duration, max: Duration) -> Result<Duration, Str
         return Err(format!("expected {} to {}", format_duration(min), format_duration(max)));
     }
     Ok(duration)
+}
+
+/// Parses `auto` as `None`, else a duration within the bounds.
+fn auto_duration_in(text: &str, min: Duration, max: Duration) -> Result<Option<Duration>, String> {
+    if text.trim() == "auto" {
+        return Ok(None);
+    }
+    duration_in(text, min, max).map(Some).map_err(|problem| format!("{problem}, or auto"))
+}
+
+fn show_auto(value: Option<Duration>) -> String {
+    value.map_or_else(|| "auto".to_string(), format_duration)
+}
+
+/// Parses `stream=duration` pairs separated by commas.
+fn parse_stream_thresholds(text: &str) -> Result<Vec<(String, Duration)>, String> {
+    let mut pairs: Vec<(String, Duration)> = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|item| !item.is_empty()) {
+        let Some((stream, after)) = item.split_once('=') else {
+            return Err(format!("{item:?} is not stream=duration, e.g. btcusdt@trade=30s"));
+        };
+        let stream = stream.trim();
+        validate_stream_name(stream)?;
+        let after = duration_in(after.trim(), MS, 24 * HOUR)?;
+        match pairs.iter_mut().find(|(known, _)| known == stream) {
+            Some(pair) => pair.1 = after,
+            None => pairs.push((stream.to_string(), after)),
+        }
+    }
+    Ok(pairs)
 }
 
 /// Returns the key whose name after the prefix is closest to `name`, when

@@ -182,7 +182,7 @@ BINANCE_INGEST_ENDPOINT=wss://127.0.0.1:9443
 BINANCE_INGEST_USDM_TRADE_ROUTE=market
 BINANCE_INGEST_COINM_ROUTED=yes
 BINANCE_INGEST_RECONNECT_MAX=1h
-BINANCE_INGEST_STALE_AFTER=1m30s
+BINANCE_INGEST_STALE_AFTER=4m30s
 ";
     let config = Config::resolve(parse_file(text, "test.conf").unwrap()).unwrap();
     assert_eq!(config.venue, Venue::UsdM);
@@ -192,7 +192,7 @@ BINANCE_INGEST_STALE_AFTER=1m30s
     assert_eq!(config.routing.usdm_trade, Route::Market);
     assert!(config.routing.coinm_routed);
     assert_eq!(config.reconnect_max, Duration::from_secs(3600));
-    assert_eq!(config.stale_after, Duration::from_secs(90));
+    assert_eq!(config.stale_after, Some(Duration::from_secs(270)));
     assert_eq!(config.source_of("VENUE"), Some(Source::File));
 }
 
@@ -358,4 +358,47 @@ fn reference_table_has_a_row_per_key() {
         "{table}"
     );
     assert!(table.contains("| `BINANCE_INGEST_ENDPOINT` | `--endpoint URL` | (none) |"), "{table}");
+}
+
+#[test]
+fn stale_default_follows_venue() {
+    let spot = Config::default();
+    assert_eq!(spot.effective_stale_after(), Duration::from_secs(60));
+    let futures = Config { venue: Venue::UsdM, ..Config::default() };
+    assert_eq!(futures.effective_stale_after(), Duration::from_secs(240));
+    futures.validate().unwrap();
+}
+
+#[test]
+fn timers_contradicting_the_venue_are_rejected() {
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: [Case<'_>; 4] = [
+        (&[("VENUE", "usdm"), ("STALE_AFTER", "1m")], "STALE_AFTER", "server ping interval"),
+        (&[("PONG_TIMEOUT", "3m")], "PONG_TIMEOUT", "shorter than"),
+        (&[("ROTATE_INTERVAL", "24h")], "ROTATE_INTERVAL", "under 24h"),
+        (&[("ROTATE_INTERVAL", "10s")], "OVERLAP_TIMEOUT", "next rotation"),
+    ];
+    for (values, bad_key, words) in cases {
+        let settings = values.iter().map(|(name, value)| setting(name, value, Source::File));
+        let error = config_error(Config::resolve(settings));
+        assert_eq!(error.key, format!("BINANCE_INGEST_{bad_key}"), "{values:?}");
+        assert!(error.problem.contains(words), "{}", error.problem);
+    }
+}
+
+#[test]
+fn compressed_timers_are_accepted() {
+    let values = [
+        ("SERVER_PING_INTERVAL", "200ms"),
+        ("STALE_AFTER", "1s"),
+        ("CLIENT_PING_INTERVAL", "300ms"),
+        ("PONG_TIMEOUT", "250ms"),
+        ("ROTATE_INTERVAL", "400ms"),
+        ("OVERLAP_TIMEOUT", "300ms"),
+        ("STREAM_STALE_AFTER", "btcusdt@trade=2s,ethusdt@trade=1500ms"),
+    ];
+    let settings = values.iter().map(|(name, value)| setting(name, value, Source::Env));
+    let config = Config::resolve(settings).unwrap();
+    assert_eq!(config.effective_stale_after(), Duration::from_secs(1));
+    assert_eq!(config.stream_stale_after[1], ("ethusdt@trade".into(), Duration::from_millis(1500)));
 }

@@ -46,7 +46,8 @@ pub enum FaultKind {
     /// Answers handshakes with this HTTP status and a `Retry-After` header in
     /// seconds. Server-wide.
     Reject {
-        /// HTTP status, 429 or 418.
+        /// HTTP status: 429, 418, or 403 and 451, which carry no
+        /// `Retry-After`.
         status: u16,
         /// Value of the `Retry-After` header, in seconds.
         retry_after_secs: u64,
@@ -152,8 +153,8 @@ pub fn parse_spec(spec: &str, shutdown_grace: Duration) -> Result<Fault, String>
             ("shutdown", Some(value)) => Some(FaultKind::Shutdown(parse_duration(value)?)),
             ("reject", Some(value)) => {
                 let status = parse_number::<u16>(value, "reject")?;
-                if status != 429 && status != 418 {
-                    return Err(format!("reject status {status} is not 429 or 418"));
+                if ![429, 418, 403, 451].contains(&status) {
+                    return Err(format!("reject status {status} is not 429, 418, 403 or 451"));
                 }
                 Some(FaultKind::Reject { status, retry_after_secs: 0 })
             }
@@ -213,6 +214,8 @@ mod tests {
         assert_eq!(fault.kind, FaultKind::Reject { status: 418, retry_after_secs: 7 });
         assert_eq!(fault.duration, Duration::from_secs(2));
         assert!(parse_spec("reject=500", GRACE).is_err());
+        let fault = parse_spec("reject=451", GRACE).unwrap();
+        assert!(matches!(fault.kind, FaultKind::Reject { status: 451, .. }), "{:?}", fault.kind);
     }
 
     #[test]

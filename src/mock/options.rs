@@ -184,9 +184,9 @@ connection N (default: every connection). One fault word per spec:
                             [default: --shutdown-grace]
 Server-wide faults count 'at' from the server start and last 'for=DURATION'
 (default 10s):
-    reject=429|418          answer the handshake with this HTTP status and
-                            'Retry-After: SECONDS' (set by retry-after=,
-                            default 30)
+    reject=429|418|403|451  answer the handshake with this HTTP status; 429
+                            and 418 add 'Retry-After: SECONDS' (set by
+                            retry-after=, default 30)
     refuse-tcp              close the listening socket, so connects are refused
 
 SIGNALS: SIGUSR1 sends serverShutdown on every open connection; SIGTERM and

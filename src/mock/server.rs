@@ -143,13 +143,16 @@ fn serve_socket(tcp: TcpStream, peer: SocketAddr, id: u64, shared: Arc<Shared>) 
     let rejection = active_rejection(&shared);
     let mut connect_path: Option<ConnectPath> = None;
     let mut target = String::new();
+    // tungstenite fixes the callback's error type, so it cannot be boxed.
+    #[allow(clippy::result_large_err)]
     let callback = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
         target = request
             .uri()
             .path_and_query()
             .map_or_else(|| request.uri().path().to_string(), |pq| pq.to_string());
         if let Some((status, retry_after)) = rejection {
-            return Err(error_response(status, "rejected by fault", Some(retry_after)));
+            let retry_after = matches!(status, 429 | 418).then_some(retry_after);
+            return Err(error_response(status, "rejected by fault", retry_after));
         }
         match protocol::parse_path(&target, shared.options.max_streams) {
             Ok(path) => {

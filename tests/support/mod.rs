@@ -3,6 +3,7 @@
 //! Each test binary uses only part of it.
 #![allow(dead_code)]
 
+pub mod check;
 pub mod client;
 pub mod mock;
 pub mod service;

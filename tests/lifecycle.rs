@@ -1,0 +1,418 @@
+//! Connection lifecycle end to end: the real `binance-ingest` binary against
+//! the real mock exchange over TLS, with timers compressed to milliseconds,
+//! checked against the mock's sent-log.
+
+mod support;
+
+use std::time::Duration;
+
+use support::check::{
+    assert_contiguous, assert_stored_exactly_once, base_settings, complete_sent_log, data_events,
+    event_time, fault_time, stored_ids, sum_of, with,
+};
+use support::mock::{MockExchange, unique_dir};
+use support::service::{Service, stored_gaps, stored_records};
+
+/// Server ping interval given to the mock and to the service in the tests
+/// that compress the heartbeat. Each ping costs a pong, and the mock, like
+/// Binance spot, closes a connection that sends over 5 control frames a
+/// second, so pings come at most 2.5 times a second.
+const PING: &str = "400ms";
+
+fn metric(service: &Service, name: &str) -> f64 {
+    service.metric(name).unwrap_or(0.0)
+}
+
+fn heartbeat_settings(mock: &MockExchange, streams: &str) -> Vec<(&'static str, String)> {
+    let settings = base_settings(mock, streams);
+    let settings = with(settings, "BINANCE_INGEST_SERVER_PING_INTERVAL", PING);
+    with(settings, "BINANCE_INGEST_STALE_AFTER", "1s")
+}
+
+#[test]
+fn rotations_lose_and_repeat_nothing() {
+    // The mock cuts every connection at 2 s; the service rotates at 500 ms.
+    let mock = MockExchange::start(&[
+        "--rate",
+        "200",
+        "--ping-interval",
+        PING,
+        "--max-connection-age",
+        "2s",
+    ]);
+    let dir = unique_dir("rotations");
+    let settings = heartbeat_settings(&mock, "btcusdt@trade,ethusdt@trade,btcusdt@depth@100ms");
+    let settings = with(settings, "BINANCE_INGEST_ROTATE_INTERVAL", "500ms");
+    let settings = with(settings, "BINANCE_INGEST_ROTATE_JITTER", "10");
+    let settings = with(settings, "BINANCE_INGEST_OVERLAP_TIMEOUT", "300ms");
+    let mut service = Service::start(&dir, &settings);
+
+    let mut most_open = 0.0f64;
+    service.wait_for("20 finished rotations", Duration::from_secs(60), |s| {
+        most_open = most_open.max(metric(s, "binance_ingest_connections_open"));
+        metric(s, "binance_ingest_disconnects_total{reason=\"rotated\"}") >= 20.0
+    });
+    assert!(most_open <= 2.0, "{most_open} connections open at once for one slot");
+    let (_, metrics) = service.get("/metrics");
+    assert!(service.terminate().success(), "{}", service.log_text());
+
+    let sent = complete_sent_log(&mock);
+    let cuts = sent.iter().filter(|e| e.event.as_deref() == Some("max-age")).count();
+    assert_eq!(cuts, 0, "the mock's cut came before a rotation");
+    assert!(sum_of(&metrics, "binance_ingest_rotations_total{cause=\"schedule\"}") >= 20.0);
+    assert_eq!(sum_of(&metrics, "binance_ingest_overlaps_total{outcome=\"deadline\"}"), 0.0);
+    assert!(sum_of(&metrics, "binance_ingest_duplicates_dropped_total{") > 0.0, "overlaps");
+
+    let stored = stored_records(service.data_dir());
+    assert_stored_exactly_once(&data_events(&sent), &stored);
+    assert!(stored_gaps(service.data_dir()).is_empty(), "no gap across rotations");
+    let ids = stored_ids(&stored);
+    for stream in ["btcusdt@trade", "ethusdt@trade"] {
+        let stream_ids = ids.get(stream).expect("trade ids stored");
+        assert_contiguous(stream, stream_ids);
+    }
+    let connections: std::collections::HashSet<u64> = stored.iter().map(|r| r.connection).collect();
+    assert!(connections.len() >= 21, "events came from {} connections", connections.len());
+}
+
+#[test]
+fn server_shutdown_replaces_before_close() {
+    let mock = MockExchange::start(&["--rate", "100", "--fault", "at=1s conn=1 shutdown=2s"]);
+    let dir = unique_dir("shutdown");
+    let mut service = Service::start(&dir, &base_settings(&mock, "btcusdt@trade,btcusdt@depth"));
+
+    service.wait_for("the old connection retired", Duration::from_secs(20), |s| {
+        metric(s, "binance_ingest_disconnects_total{reason=\"rotated\"}") >= 1.0
+    });
+    let (_, metrics) = service.get("/metrics");
+    assert_eq!(sum_of(&metrics, "binance_ingest_rotations_total{cause=\"server_shutdown\"}"), 1.0);
+    assert!(service.terminate().success());
+
+    let sent = complete_sent_log(&mock);
+    let replacement_open = event_time(&sent, 2, "open").expect("replacement opened");
+    let old_closed = event_time(&sent, 1, "closed").expect("old connection closed");
+    assert!(replacement_open < old_closed, "replacement opened after the old one closed");
+    let old_close = sent.iter().find(|e| e.conn == 1 && e.event.as_deref() == Some("closed"));
+    let reason = old_close.and_then(|e| e.reason.clone()).unwrap_or_default();
+    assert!(reason.contains("1000"), "the service closes the old connection itself: {reason}");
+
+    let stored = stored_records(service.data_dir());
+    assert_stored_exactly_once(&data_events(&sent), &stored);
+    assert!(stored_gaps(service.data_dir()).is_empty());
+    assert_contiguous("btcusdt@trade", &stored_ids(&stored)["btcusdt@trade"]);
+}
+
+/// Runs one close kind and checks reconnect time, stored events and the gap.
+fn close_kind_reconnects(fault: &str, label: &str) {
+    let spec = format!("at=700ms conn=1 {fault}");
+    let mock = MockExchange::start(&["--rate", "100", "--fault", &spec]);
+    let dir = unique_dir("close-kind");
+    let settings = base_settings(&mock, "btcusdt@trade");
+    let settings = with(settings, "BINANCE_INGEST_RECONNECT_MIN", "300ms");
+    let settings = with(settings, "BINANCE_INGEST_RECONNECT_MAX", "2s");
+    let mut service = Service::start(&dir, &settings);
+
+    service.wait_for(&format!("reconnect after {fault}"), Duration::from_secs(20), |s| {
+        metric(s, "binance_ingest_connects_total") >= 2.0
+            && metric(s, "binance_ingest_frames_received_total") >= 150.0
+    });
+    let disconnects = format!("binance_ingest_disconnects_total{{reason=\"{label}\"}}");
+    let (_, body) = service.get("/metrics");
+    assert_eq!(metric(&service, &disconnects), 1.0, "{fault}: {body}");
+    assert!(service.log_contains("reconnect in"), "{fault}: one log line per backoff");
+    assert!(service.terminate().success());
+
+    let sent = complete_sent_log(&mock);
+    let closed = event_time(&sent, 1, "closed").expect("first connection closed");
+    let reopened = event_time(&sent, 2, "open").expect("second connection opened");
+    // The first backoff step draws from 0 to 300 ms; the rest is the TCP,
+    // TLS and WebSocket handshake on loopback.
+    assert!(reopened - closed < 300 + 700, "{fault}: reconnect took {} ms", reopened - closed);
+
+    let stored = stored_records(service.data_dir());
+    assert_stored_exactly_once(&data_events(&sent), &stored);
+
+    // Only the ids sent while no connection existed are missing, and one
+    // gap record names them.
+    let id_of = |conn: u64, last: bool| {
+        let mut ids = sent.iter().filter(|e| e.conn == conn && e.stream.is_some()).map(|e| e.id);
+        if last { ids.next_back().flatten() } else { ids.next().flatten() }
+    };
+    let last_before = id_of(1, true).expect("ids before the close");
+    let first_after = id_of(2, false).expect("ids after the reconnect");
+    let gaps = stored_gaps(service.data_dir());
+    if first_after > last_before + 1 {
+        assert_eq!(gaps.len(), 1, "{fault}: {gaps:?}");
+        let gap = &gaps[0]["gap"];
+        assert_eq!(gap["first"].as_u64(), Some(last_before + 1), "{fault}: {gaps:?}");
+        assert_eq!(gap["last"].as_u64(), Some(first_after - 1), "{fault}: {gaps:?}");
+        assert_eq!(gap["missing"].as_u64(), Some(first_after - last_before - 1));
+    } else {
+        assert!(gaps.is_empty(), "{fault}: {gaps:?}");
+    }
+}
+
+#[test]
+fn close_1000_reconnects_with_gap() {
+    close_kind_reconnects("close=1000", "1000");
+}
+
+#[test]
+fn close_1001_reconnects_with_gap() {
+    close_kind_reconnects("close=1001", "1001");
+}
+
+#[test]
+fn close_1008_reconnects_with_gap() {
+    close_kind_reconnects("close=1008", "1008");
+}
+
+#[test]
+fn close_1011_reconnects_with_gap() {
+    close_kind_reconnects("close=1011", "1011");
+}
+
+#[test]
+fn reset_without_close_reconnects_with_gap() {
+    close_kind_reconnects("drop", "eof");
+}
+
+/// Runs one stall on one of two connections and checks that its watchdog
+/// replaced that connection within the threshold and left the other alone.
+fn stall_is_replaced(fault: &str, kind: &str, threshold_ms: u64, data_stale_after: &str) {
+    let spec = format!("at=700ms conn=1 {fault}=10s");
+    let mock = MockExchange::start(&["--rate", "50", "--ping-interval", PING, "--fault", &spec]);
+    let dir = unique_dir("stall");
+    let settings = heartbeat_settings(&mock, "btcusdt@trade,ethusdt@trade");
+    let settings = with(settings, "BINANCE_INGEST_MAX_STREAMS_PER_CONNECTION", "1");
+    let settings = with(settings, "BINANCE_INGEST_STALE_AFTER", "800ms");
+    let settings = with(settings, "BINANCE_INGEST_DATA_STALE_AFTER", data_stale_after);
+    let mut service = Service::start(&dir, &settings);
+
+    let kills = format!("binance_ingest_watchdog_kills_total{{kind=\"{kind}\"}}");
+    service.wait_for(&format!("{kind} watchdog"), Duration::from_secs(20), |s| {
+        metric(s, &kills) >= 1.0 && metric(s, "binance_ingest_connects_total") >= 3.0
+    });
+    let (_, metrics) = service.get("/metrics");
+    assert_eq!(sum_of(&metrics, "binance_ingest_watchdog_kills_total{"), 1.0, "{metrics}");
+    assert_eq!(metric(&service, "binance_ingest_connects_total"), 3.0, "two slots, one replaced");
+    assert!(service.terminate().success());
+
+    // Mock connection 1 stalls, 2 is the other slot and 3 the replacement.
+    let sent = complete_sent_log(&mock);
+    let stalled = fault_time(&sent, 1, fault).expect("fault logged");
+    let reopened = event_time(&sent, 3, "open").expect("replacement opened");
+    let took = reopened - stalled;
+    // The last data frame before the stall may precede the fault entry by
+    // one event interval (20 ms), so detection can come that much early.
+    assert!(took + 20 >= threshold_ms, "{fault}: replaced after {took} ms");
+    assert!(took < threshold_ms + 800, "{fault}: replaced after {took} ms");
+    let sibling = sent.iter().find(|e| e.conn == 2 && e.event.as_deref() == Some("closed"));
+    let sibling_end = sibling.and_then(|e| e.reason.clone()).unwrap_or_default();
+    assert!(sibling_end.contains("1000"), "the other connection ended early: {sibling_end}");
+    let sibling_closed = sibling.and_then(|e| e.at_ms).unwrap_or(0);
+    assert!(sibling_closed > reopened, "the other connection closed before the replacement");
+}
+
+#[test]
+fn data_stall_with_pings_is_replaced() {
+    stall_is_replaced("no-data", "no_data", 600, "600ms");
+}
+
+#[test]
+fn total_stall_is_replaced() {
+    stall_is_replaced("stall", "stale", 800, "0s");
+}
+
+#[test]
+fn server_pings_answered_under_backpressure() {
+    // The pipeline gets one queued batch at most while the mock sends as
+    // fast as it can, so the readers find the queue full and drop frames.
+    // The mock still needs a pong with each ping's payload within 600 ms.
+    let mock =
+        MockExchange::start(&["--rate", "max", "--ping-interval", PING, "--pong-timeout", "600ms"]);
+    let dir = unique_dir("pings");
+    let settings = heartbeat_settings(&mock, "btcusdt@trade,btcusdt@depth@100ms,ethusdt@trade");
+    let settings = with(settings, "BINANCE_INGEST_FRAME_QUEUE", "1");
+    let settings = with(settings, "BINANCE_INGEST_BATCH_SIZE", "1KiB");
+    let mut service = Service::start(&dir, &settings);
+
+    service.wait_for("20 server pings", Duration::from_secs(30), |s| {
+        metric(s, "binance_ingest_server_pings_total") >= 20.0
+    });
+    assert_eq!(metric(&service, "binance_ingest_connects_total"), 1.0, "no reconnect");
+    let dropped = metric(&service, "binance_ingest_frames_dropped_total");
+    assert!(dropped > 0.0, "the pipeline kept up, so nothing pressed on the readers");
+    assert!(service.terminate().success());
+    let sent = complete_sent_log(&mock);
+    let timeouts = sent.iter().filter(|e| e.event.as_deref() == Some("pong-timeout")).count();
+    assert_eq!(timeouts, 0, "the mock missed a pong");
+}
+
+/// Reads the sent-log file as JSON values, for fields the shared entry type
+/// does not carry.
+fn raw_sent_log(mock: &MockExchange) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(mock.sent_log_path()).unwrap_or_default();
+    text.lines().filter_map(|line| serde_json::from_str(line).ok()).collect()
+}
+
+#[test]
+fn rate_limit_windows_are_waited_out() {
+    let mock = MockExchange::start(&[
+        "--rate",
+        "50",
+        "--fault",
+        "at=0s reject=429 retry-after=1 for=2500ms",
+        "--fault",
+        "at=2500ms reject=418 retry-after=2 for=2s",
+    ]);
+    let dir = unique_dir("rate-limit");
+    let mut service = Service::start(&dir, &base_settings(&mock, "btcusdt@trade"));
+
+    service.wait_for("a 418 and the alert", Duration::from_secs(20), |s| {
+        metric(s, "binance_ingest_handshake_rejections_total{status=\"418\"}") >= 1.0
+            && metric(s, "binance_ingest_rate_limited") == 1.0
+    });
+    service.wait_for("ingestion resumed", Duration::from_secs(20), |s| {
+        metric(s, "binance_ingest_frames_received_total") >= 20.0
+    });
+    assert_eq!(metric(&service, "binance_ingest_rate_limited"), 0.0, "alert clears");
+    assert!(metric(&service, "binance_ingest_handshake_rejections_total{status=\"429\"}") >= 1.0);
+    assert!(service.terminate().success());
+
+    let log = raw_sent_log(&mock);
+    let attempts: Vec<&serde_json::Value> =
+        log.iter().filter(|e| e["fault"] == "reject" || e["event"] == "open").collect();
+    for pair in attempts.windows(2) {
+        if pair[0]["fault"] != "reject" {
+            continue;
+        }
+        let waited = pair[1]["at_ms"].as_u64().unwrap() - pair[0]["at_ms"].as_u64().unwrap();
+        let window = pair[0]["retry_after"].as_u64().unwrap() * 1000;
+        // The mock logs a rejection just after it wrote the response, so
+        // the service may start its wait a few ms before that entry.
+        assert!(waited + 50 >= window, "attempt {waited} ms after a Retry-After of {window} ms");
+    }
+    let rejects = attempts.iter().filter(|e| e["fault"] == "reject").count();
+    assert!(rejects >= 2, "{rejects} rejections logged");
+}
+
+#[test]
+fn access_denied_raises_alert() {
+    for status in ["403", "451"] {
+        let spec = format!("at=0s reject={status} for=1s");
+        let mock = MockExchange::start(&["--rate", "50", "--fault", &spec]);
+        let dir = unique_dir("denied");
+        let mut service = Service::start(&dir, &base_settings(&mock, "btcusdt@trade"));
+
+        let rejections =
+            format!("binance_ingest_handshake_rejections_total{{status=\"{status}\"}}");
+        service.wait_for("the access alert", Duration::from_secs(20), |s| {
+            metric(s, &rejections) >= 1.0 && metric(s, "binance_ingest_access_denied") == 1.0
+        });
+        assert!(service.log_contains(&format!("handshake rejected with HTTP {status}")));
+        service.wait_for("ingestion after the denial", Duration::from_secs(20), |s| {
+            metric(s, "binance_ingest_frames_received_total") >= 10.0
+        });
+        assert_eq!(metric(&service, "binance_ingest_access_denied"), 0.0, "alert clears");
+        assert_eq!(
+            metric(&service, "binance_ingest_rate_limited"),
+            0.0,
+            "{status} is no rate limit"
+        );
+        assert!(service.terminate().success());
+    }
+}
+
+#[test]
+fn accept_and_drop_is_backed_off() {
+    // Every connection is dropped right after its handshake, for the whole
+    // run. Without backoff a client would reconnect after each loopback
+    // handshake, every few milliseconds.
+    let mock = MockExchange::start(&["--rate", "50", "--fault", "at=0s drop"]);
+    let dir = unique_dir("drop-storm");
+    let settings = base_settings(&mock, "btcusdt@trade");
+    let settings = with(settings, "BINANCE_INGEST_RECONNECT_MIN", "100ms");
+    let settings = with(settings, "BINANCE_INGEST_RECONNECT_MAX", "1s");
+    let mut service = Service::start(&dir, &settings);
+
+    service.wait_for("backoff at step 5", Duration::from_secs(30), |s| s.log_contains("(step 5)"));
+    let started = std::time::Instant::now();
+    let before = mock.sent_log().iter().filter(|e| e.event.as_deref() == Some("open")).count();
+    service.wait_for("3 s more of drops", Duration::from_secs(10), |_| {
+        started.elapsed() >= Duration::from_secs(3)
+    });
+    let after = mock.sent_log().iter().filter(|e| e.event.as_deref() == Some("open")).count();
+    // At the 1 s cap, full jitter averages 500 ms between attempts.
+    assert!(after - before <= 15, "{} attempts in 3 s at the backoff cap", after - before);
+    assert!(metric(&service, "binance_ingest_reconnect_attempts_total") >= 5.0);
+    assert!(service.terminate().success());
+    let steps: Vec<u32> = service
+        .log_text()
+        .lines()
+        .filter_map(|line| line.split("(step ").nth(1)?.split(')').next()?.parse().ok())
+        .collect();
+    assert!(steps.windows(2).all(|pair| pair[1] > pair[0]), "backoff reset: {steps:?}");
+}
+
+#[test]
+fn stream_threshold_recycles_only_when_listed() {
+    // The mock generates no forceOrder events, so that stream stays silent
+    // while the trade stream on the same connection flows.
+    let mock = MockExchange::start(&["--rate", "50"]);
+    let streams = "btcusdt@trade,btcusdt@forceOrder";
+    let listed = with(
+        base_settings(&mock, streams),
+        "BINANCE_INGEST_STREAM_STALE_AFTER",
+        "btcusdt@forceOrder=700ms",
+    );
+    let mut service = Service::start(&unique_dir("stream-stale"), &listed);
+    let kills = "binance_ingest_watchdog_kills_total{kind=\"stream_stale\"}";
+    service.wait_for("the stream watchdog", Duration::from_secs(20), |s| {
+        metric(s, kills) >= 1.0 && metric(s, "binance_ingest_connects_total") >= 2.0
+    });
+    assert!(service.log_contains("kind=stream_stale"), "{}", service.log_text());
+    assert!(service.terminate().success());
+
+    let mut service = Service::start(&unique_dir("stream-quiet"), &base_settings(&mock, streams));
+    service.wait_for("2 s of trades", Duration::from_secs(20), |s| {
+        metric(s, "binance_ingest_frames_received_total") >= 100.0
+    });
+    assert_eq!(metric(&service, "binance_ingest_connects_total"), 1.0, "unlisted: never recycled");
+    assert!(service.terminate().success());
+}
+
+#[test]
+fn sparse_stream_stays_connected() {
+    // One event every 2.5 s, server pings every 1.5 s: quiet longer than
+    // the 2 s stale threshold, which pings keep satisfied. Client pings wait
+    // a second after each pong, so the server pings leave room for them.
+    let mock = MockExchange::start(&["--rate", "0.4", "--ping-interval", "1500ms"]);
+    let dir = unique_dir("sparse");
+    let settings = base_settings(&mock, "btcusdt@trade");
+    let settings = with(settings, "BINANCE_INGEST_SERVER_PING_INTERVAL", "1500ms");
+    let settings = with(settings, "BINANCE_INGEST_STALE_AFTER", "2s");
+    let settings = with(settings, "BINANCE_INGEST_CLIENT_PING_INTERVAL", "1200ms");
+    let settings = with(settings, "BINANCE_INGEST_PONG_TIMEOUT", "1s");
+    let mut service = Service::start(&dir, &settings);
+
+    let mut longest_quiet = 0.0f64;
+    service.wait_for("4 sparse events and 3 pongs", Duration::from_secs(30), |s| {
+        let (_, body) = s.get("/metrics");
+        let age = sum_of(&body, "binance_ingest_stream_last_event_age_seconds{");
+        longest_quiet = longest_quiet.max(age);
+        sum_of(&body, "binance_ingest_events_total{") >= 4.0
+            && sum_of(&body, "binance_ingest_pongs_received_total") >= 3.0
+    });
+    let (_, metrics) = service.get("/metrics");
+    assert!(longest_quiet > 2.0, "the stream was quiet for {longest_quiet} s at most");
+    assert_eq!(sum_of(&metrics, "binance_ingest_connects_total"), 1.0, "never recycled");
+    assert_eq!(sum_of(&metrics, "binance_ingest_watchdog_kills_total{"), 0.0);
+    assert_eq!(sum_of(&metrics, "binance_ingest_pong_timeouts_total"), 0.0);
+    assert!(sum_of(&metrics, "binance_ingest_pong_rtt_seconds_count") >= 3.0);
+    assert_eq!(service.get("/readyz").0, 200);
+    assert!(service.terminate().success());
+    let sent = complete_sent_log(&mock);
+    let limited = sent.iter().filter(|e| e.reason.as_deref().unwrap_or("").contains("1008"));
+    assert_eq!(limited.count(), 0, "control frames stayed within the venue's rate");
+}
