@@ -31,6 +31,10 @@ use crate::scheduler::{self, SchedulerContext, SchedulerHandle, SchedulerSetting
 use crate::sink::{self, SinkSettings, SinkStats};
 use crate::timer::TimerSettings;
 
+/// A second SIGTERM or SIGINT within this time of the first is taken as a
+/// duplicate of it, not as a request to exit at once.
+const SECOND_SIGNAL_GRACE: Duration = Duration::from_millis(500);
+
 /// Exit status after a clean shutdown.
 pub const EXIT_OK: i32 = 0;
 
@@ -69,9 +73,28 @@ pub fn start(config: &Config) -> Result<Service, Error> {
         plans.len(),
         config.data_dir.display()
     );
+    if !endpoint.secure {
+        log::warn!(
+            "endpoint {endpoint} is plain ws://: this connection is not encrypted or \
+             authenticated; use it only against a local test server"
+        );
+    }
+    for stream in config.streams.iter().filter(|s| !crate::plan::is_known_stream_type(s)) {
+        log::warn!(
+            "stream {stream} has a type this service does not know; Binance accepts a \
+             misspelt stream and then sends nothing for it, so check the name"
+        );
+    }
     let tls = crate::tls::client_config(config.ca_file.as_deref())?;
+    if config.data_dir.exists() && !config.data_dir.is_dir() {
+        return Err(Error::Usage(format!(
+            "BINANCE_INGEST_DATA_DIR={} is not a folder; point it at a folder the service \
+             may create and write",
+            config.data_dir.display()
+        )));
+    }
     std::fs::create_dir_all(&config.data_dir).map_err(|source| Error::File {
-        action: "create data directory",
+        action: "create data directory (BINANCE_INGEST_DATA_DIR)",
         path: config.data_dir.clone(),
         source,
     })?;
@@ -287,10 +310,18 @@ pub fn run(config: &Config) -> Result<(), Error> {
     let cause = service.wait(&stop);
     log::info!("received {cause}, shutting down");
 
+    let first_signal = Instant::now();
     std::thread::Builder::new()
         .name("second-signal".into())
         .spawn(move || {
-            if let Ok(cause) = stop.recv() {
+            while let Ok(cause) = stop.recv() {
+                // A signal sent to the whole process group (as `timeout`
+                // and some shells do) can arrive twice within microseconds;
+                // only a deliberate second signal aborts the shutdown.
+                if first_signal.elapsed() < SECOND_SIGNAL_GRACE {
+                    log::info!("ignoring {cause} that followed the first signal at once");
+                    continue;
+                }
                 log::error!("received {cause} during shutdown, exiting at once");
                 std::process::exit(130);
             }

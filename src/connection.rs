@@ -232,6 +232,21 @@ impl SlotStatus {
         }
     }
 
+    /// Records a state change reported by the reader of `connection`, but
+    /// only while that connection is the slot's current one. A replacement
+    /// opening, or a retired connection closing, during a rotation must not
+    /// overwrite the state of the connection that serves the slot.
+    pub fn set_state_if_current(&self, state: SlotState, connection: ConnectionId) {
+        let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if inner.connection != Some(connection) {
+            return;
+        }
+        inner.state = state;
+        if state != SlotState::Open {
+            self.last_frame_ns.store(0, Ordering::Relaxed);
+        }
+    }
+
     /// Records the connection taking over during a rotation, or its end.
     pub fn set_replacement(&self, replacement: Option<ConnectionId>) {
         let mut inner = self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -523,6 +538,19 @@ impl ConnectionStats {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_current_connection_changes_slot_state() {
+        let slot = SlotStatus::new(0, "legacy 1 stream(s)".into());
+        slot.set_state(SlotState::Connecting, Some(4));
+        slot.set_state_if_current(SlotState::Open, 5);
+        assert_eq!(slot.snapshot().state, SlotState::Connecting, "replacement must not take over");
+        slot.set_state_if_current(SlotState::Open, 4);
+        assert_eq!(slot.snapshot().state, SlotState::Open);
+        assert_eq!(slot.snapshot().connection, Some(4));
+        slot.set_state_if_current(SlotState::Closing, 3);
+        assert_eq!(slot.snapshot().state, SlotState::Open, "a retired connection closing");
+    }
 
     #[test]
     fn end_reason_labels_use_close_codes() {

@@ -23,6 +23,12 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::CheckConfig(config) => {
+            // Building the TLS configuration parses every certificate of the
+            // CA file, which the settings check alone does not.
+            if let Err(error) = binance_ingest::tls::client_config(config.ca_file.as_deref()) {
+                eprintln!("binance-ingest: BINANCE_INGEST_CA_FILE: {error}");
+                return ExitCode::from(2);
+            }
             print!("{}", config.describe());
             ExitCode::SUCCESS
         }

@@ -598,13 +598,16 @@ impl Pipeline {
                     record::push_gap_line(out, received_ns, venue, event.stream, connection, &gap)
                 });
                 if let Some(suppressed) = self.limits.gaps.allow(Instant::now()) {
+                    let show = |id: Option<u64>| {
+                        id.map_or_else(|| "unknown".to_string(), |id| id.to_string())
+                    };
                     log::warn!(
-                        "sequence gap stream={} conn={connection} rule={} first={:?} last={:?} missing={:?} suppressed={suppressed}",
+                        "sequence gap stream={} conn={connection} rule={} first={} last={} missing={} suppressed={suppressed}",
                         event.stream,
                         gap.rule,
-                        gap.first,
-                        gap.last,
-                        gap.missing
+                        show(gap.first),
+                        show(gap.last),
+                        show(gap.missing)
                     );
                 }
                 store(tracked, &mut self.records, venue, connection, received_ns, event);

@@ -139,6 +139,45 @@ pub fn stream_type(stream: &str) -> &str {
     }
 }
 
+/// Event types of Binance market-data streams, as the part of the stream
+/// type before any `@` or `_` suffix (`depth20@100ms` gives `depth20`,
+/// `kline_1m` gives `kline`). Spot, USD-M and COIN-M types together, from
+/// Binance's WebSocket market stream documentation.
+const KNOWN_TYPES: [&str; 22] = [
+    "trade",
+    "aggTrade",
+    "bookTicker",
+    "depth",
+    "depth5",
+    "depth10",
+    "depth20",
+    "kline",
+    "continuousKline",
+    "indexPriceKline",
+    "markPriceKline",
+    "miniTicker",
+    "ticker",
+    "avgPrice",
+    "markPrice",
+    "forceOrder",
+    "indexPrice",
+    "compositeIndex",
+    "contractInfo",
+    "assetIndex",
+    "rpiDepth",
+    "serverShutdown",
+];
+
+/// Whether the type of `stream` is one Binance is known to serve. A
+/// misspelt type is accepted by Binance and then delivers nothing, so the
+/// service warns about unknown types at start; it does not reject them,
+/// because Binance adds stream types from time to time.
+pub fn is_known_stream_type(stream: &str) -> bool {
+    let kind = stream_type(stream);
+    let base = kind.split(['@', '_']).next().unwrap_or(kind);
+    KNOWN_TYPES.contains(&base)
+}
+
 /// Groups `streams` into connections of at most `per_connection` streams,
 /// one path family per connection. Duplicate names are planned once.
 pub fn plan_connections(
@@ -241,6 +280,25 @@ mod tests {
         assert!(validate_stream_name("btc/usdt@trade").is_err());
         assert!(validate_stream_name("btcusdt@trade?x=1").is_err());
         assert!(validate_stream_name(&"a".repeat(200)).is_err());
+    }
+
+    #[test]
+    fn known_stream_types() {
+        for stream in [
+            "btcusdt@trade",
+            "btcusdt@depth20@100ms",
+            "btcusdt@kline_1m",
+            "btcusdt_perpetual@continuousKline_1m",
+            "btcusdt@ticker_1h",
+            "!markPrice@arr@1s",
+            "!bookTicker",
+            "!miniTicker@arr",
+        ] {
+            assert!(is_known_stream_type(stream), "{stream}");
+        }
+        assert!(!is_known_stream_type("btcusdt@foo"));
+        assert!(!is_known_stream_type("!bogus@arr"));
+        assert!(!is_known_stream_type("btcusdt@trades"));
     }
 
     #[test]

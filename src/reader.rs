@@ -180,7 +180,7 @@ fn run(task: ReaderTask, commands: Receiver<Command>) {
         Ok(socket) => {
             let opened_at = Instant::now();
             task.clock.opened_ns.store(unix_nanos(), Ordering::Relaxed);
-            task.status.set_state(SlotState::Open, Some(task.connection));
+            task.status.set_state_if_current(SlotState::Open, task.connection);
             task.stats.connects.inc();
             task.stats.access_denied.set(0);
             task.stats.open.add(1);
@@ -261,7 +261,7 @@ impl<'a> Session<'a> {
                         } else {
                             self.task
                                 .status
-                                .set_state(SlotState::Closing, Some(self.task.connection));
+                                .set_state_if_current(SlotState::Closing, self.task.connection);
                         }
                         closing_since = Some(Instant::now());
                         let close = CloseFrame { code: CloseCode::Normal, reason: "".into() };

@@ -316,6 +316,12 @@ impl Scheduler {
             checkin: self.context.liveness.register(&format!("reader-{index}-{connection}")),
             clock: Arc::new(ConnectionClock::default()),
         };
+        // The slot names its new connection before the reader starts, so
+        // the reader's own "open" update, which applies only to the slot's
+        // current connection, cannot arrive first and be ignored.
+        if !replacement {
+            slot.status.set_state(SlotState::Connecting, Some(connection));
+        }
         match reader::spawn(task) {
             Ok(handle) if replacement => {
                 slot.replace_at = None;
@@ -324,7 +330,6 @@ impl Scheduler {
             }
             Ok(handle) => {
                 slot.retry_at = None;
-                slot.status.set_state(SlotState::Connecting, Some(connection));
                 slot.current = Some(handle);
             }
             Err(error) => {
@@ -339,6 +344,7 @@ impl Scheduler {
                 if replacement {
                     slot.replace_at = Some(now + delay);
                 } else {
+                    slot.status.set_state(SlotState::Backoff, None);
                     slot.retry_at = Some(now + delay);
                 }
             }
@@ -533,15 +539,23 @@ impl Scheduler {
         }
         slot.retry_at = Some(Instant::now() + delay);
         slot.status.set_state(SlotState::Backoff, None);
-        let up = uptime.map_or_else(|| "never opened".to_string(), |up| format!("up {up:?}"));
+        let up = uptime.map_or_else(
+            || "never opened".to_string(),
+            |up| format!("up {:.1} s", up.as_secs_f64()),
+        );
+        let delay_ms = delay.as_millis();
         match &reason {
-            EndReason::Rejected { status: 418 | 429 | 403 | 451, .. } => log::error!(
-                "slot={index} conn={connection} {reason}; reconnect in {delay:?} (step {})",
-                slot.backoff.step()
-            ),
+            // A person must act on these: a ban, a rate limit, or a
+            // certificate that does not verify, which retrying cannot fix.
+            EndReason::Rejected { status: 418 | 429 | 403 | 451, .. } | EndReason::Tls { .. } => {
+                log::error!(
+                    "slot={index} conn={connection} {reason}; reconnect in {delay_ms} ms (step {})",
+                    slot.backoff.step()
+                )
+            }
             _ => log::warn!(
                 "disconnected slot={index} conn={connection} ({up}, {frames} frames): {reason}; \
-                 reconnect in {delay:?} (step {})",
+                 reconnect in {delay_ms} ms (step {})",
                 slot.backoff.step()
             ),
         }

@@ -77,3 +77,39 @@ fn readme_lists_every_setting() {
         "README settings table is stale; replace it with:\n{expected}"
     );
 }
+
+#[test]
+fn check_config_parses_the_ca_file() {
+    let path =
+        std::env::temp_dir().join(format!("binance-ingest-bad-ca-{}.pem", std::process::id()));
+    std::fs::write(&path, "-----BEGIN CERTIFICATE-----\nnot*base64\n-----END CERTIFICATE-----\n")
+        .unwrap();
+    let ca = path.display().to_string();
+    let output = run(&["check-config"], &[("BINANCE_INGEST_CA_FILE", &ca)]);
+    std::fs::remove_file(&path).unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("BINANCE_INGEST_CA_FILE"), "{stderr}");
+}
+
+#[test]
+fn data_dir_that_is_a_file_is_named() {
+    let path =
+        std::env::temp_dir().join(format!("binance-ingest-data-file-{}", std::process::id()));
+    std::fs::write(&path, "").unwrap();
+    let data_dir = path.display().to_string();
+    let output = run(
+        &["run"],
+        &[
+            ("BINANCE_INGEST_DATA_DIR", &data_dir),
+            ("BINANCE_INGEST_HTTP_ADDR", "127.0.0.1:0"),
+            // Never the real exchange, should start-up get that far.
+            ("BINANCE_INGEST_ENDPOINT", "wss://127.0.0.1:1"),
+        ],
+    );
+    std::fs::remove_file(&path).unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("is not a folder"), "{stderr}");
+    assert!(stderr.contains("BINANCE_INGEST_DATA_DIR"), "{stderr}");
+}

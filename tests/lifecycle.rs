@@ -86,6 +86,13 @@ fn server_shutdown_replaces_before_close() {
     });
     let (_, metrics) = service.get("/metrics");
     assert_eq!(sum_of(&metrics, "binance_ingest_rotations_total{cause=\"server_shutdown\"}"), 1.0);
+    // Readiness follows the replacement: the retired connection closing
+    // must not leave the slot marked as closing.
+    service.wait_for("ready on the replacement", Duration::from_secs(10), |s| {
+        s.get("/readyz").0 == 200
+    });
+    let (_, readyz) = service.get("/readyz");
+    assert!(readyz.contains("conn=2"), "{readyz}");
     assert!(service.terminate().success());
 
     let sent = complete_sent_log(&mock);

@@ -368,12 +368,12 @@ fn pings_follow_interval_while_pongs_flow() {
         }
     }
     assert!((4..=6).contains(&pings.len()), "{} pings in 1.5 s: {pings:?}", pings.len());
-    for pair in pings.windows(2) {
-        let gap = pair[1] - pair[0];
-        assert!(gap >= Duration::from_millis(200), "pings {gap:?} apart");
-        // Loose upper bound: the machine may be busy with other builds.
-        assert!(gap <= Duration::from_millis(500), "pings {gap:?} apart");
-    }
+    // The client may be descheduled and read two pings back to back, so
+    // single gaps say little; the mean gap shows the server's cadence.
+    let span = pings[pings.len() - 1] - pings[0];
+    let mean = span / (pings.len() as u32 - 1);
+    assert!(mean >= Duration::from_millis(180), "mean ping gap {mean:?}: {pings:?}");
+    assert!(mean <= Duration::from_millis(350), "mean ping gap {mean:?}: {pings:?}");
 }
 
 #[test]

@@ -119,7 +119,11 @@ pub fn parse_spec(spec: &str, shutdown_grace: Duration) -> Result<Fault, String>
                 None
             }
             ("conn", Some(value)) => {
-                conn = Some(parse_number::<u64>(value, "conn")?);
+                let number = parse_number::<u64>(value, "conn")?;
+                if number == 0 {
+                    return Err("conn=0 never matches: connections are numbered from 1".into());
+                }
+                conn = Some(number);
                 None
             }
             ("for", Some(value)) => {
@@ -138,16 +142,24 @@ pub fn parse_spec(spec: &str, shutdown_grace: Duration) -> Result<Fault, String>
                 Some(FaultKind::Close(code))
             }
             ("drop", None) => Some(FaultKind::Drop),
-            ("stall", Some(value)) => Some(FaultKind::Stall(parse_duration(value)?)),
-            ("no-data", Some(value)) => Some(FaultKind::NoData(parse_duration(value)?)),
+            ("stall", Some(value)) => Some(FaultKind::Stall(positive_duration(value, "stall")?)),
+            ("no-data", Some(value)) => {
+                Some(FaultKind::NoData(positive_duration(value, "no-data")?))
+            }
             ("repeat", None) => Some(FaultKind::Repeat(1)),
-            ("repeat", Some(value)) => Some(FaultKind::Repeat(parse_number(value, "repeat")?)),
+            ("repeat", Some(value)) => match parse_number(value, "repeat")? {
+                0 => return Err("repeat=0 repeats nothing; give 1 or more".into()),
+                count => Some(FaultKind::Repeat(count)),
+            },
             ("truncate", None) => Some(FaultKind::Truncate),
             ("binary", None) => Some(FaultKind::Binary),
             ("empty", None) => Some(FaultKind::Empty),
             ("invalid-utf8", None) => Some(FaultKind::InvalidUtf8),
             ("oversize", None) => Some(FaultKind::Oversize(DEFAULT_OVERSIZE)),
-            ("oversize", Some(value)) => Some(FaultKind::Oversize(parse_size(value)?)),
+            ("oversize", Some(value)) => match parse_size(value)? {
+                0 => return Err("oversize=0 sends nothing; give a size such as 17MiB".into()),
+                size => Some(FaultKind::Oversize(size)),
+            },
             ("delay-replies", Some(value)) => Some(FaultKind::DelayReplies(parse_duration(value)?)),
             ("shutdown", None) => Some(FaultKind::Shutdown(shutdown_grace)),
             ("shutdown", Some(value)) => Some(FaultKind::Shutdown(parse_duration(value)?)),
@@ -184,6 +196,13 @@ pub fn parse_spec(spec: &str, shutdown_grace: Duration) -> Result<Fault, String>
         return Err(format!("{} takes no for=; give the duration as its value", kind.name()));
     }
     Ok(Fault { at, conn, duration: duration.unwrap_or(DEFAULT_SERVER_FAULT_DURATION), kind })
+}
+
+fn positive_duration(text: &str, key: &str) -> Result<Duration, String> {
+    match parse_duration(text)? {
+        Duration::ZERO => Err(format!("{key}={text} lasts no time; give a duration above zero")),
+        duration => Ok(duration),
+    }
 }
 
 fn parse_number<T: std::str::FromStr>(text: &str, key: &str) -> Result<T, String> {
@@ -237,5 +256,13 @@ mod tests {
         assert!(parse_spec("at=30 drop", GRACE).is_err());
         assert!(parse_spec("refuse-tcp conn=1", GRACE).is_err());
         assert!(parse_spec("drop for=3s", GRACE).is_err());
+    }
+
+    #[test]
+    fn empty_faults_are_rejected() {
+        for spec in ["conn=0 drop", "repeat=0", "oversize=0", "stall=0s", "no-data=0ms"] {
+            let error = parse_spec(spec, GRACE).expect_err(spec);
+            assert!(!error.is_empty(), "{spec}");
+        }
     }
 }

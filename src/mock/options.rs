@@ -249,13 +249,21 @@ where
                 ping_interval = Some(duration_value(&mut parser, "--ping-interval")?)
             }
             Long("pong-timeout") => {
-                pong_timeout = Some(duration_value(&mut parser, "--pong-timeout")?)
+                let value = duration_value(&mut parser, "--pong-timeout")?;
+                if value.is_zero() {
+                    return Err("invalid value for --pong-timeout: must be above zero".into());
+                }
+                pong_timeout = Some(value)
             }
             Long("max-connection-age") => {
                 options.max_connection_age = duration_value(&mut parser, "--max-connection-age")?
             }
             Long("max-incoming") => {
-                max_incoming = Some(count_value(&mut parser, "--max-incoming")?);
+                let value = count_value(&mut parser, "--max-incoming")?;
+                if value == 0 {
+                    return Err("invalid value for --max-incoming: must be at least 1".into());
+                }
+                max_incoming = Some(value);
             }
             Long("max-streams") => {
                 options.max_streams = count_value(&mut parser, "--max-streams")? as usize
