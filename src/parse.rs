@@ -351,30 +351,36 @@ fn string_pair_end(bytes: &[u8], start: usize) -> Option<usize> {
     Some(start + second_end + 2)
 }
 
+/// Returns the offset of the first `"`, `\\` or control byte in the eight
+/// bytes of `word` (first byte lowest), or 8 if there is none.
+#[inline(always)]
+fn special_byte_offset(word: u64) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // `(x - n * ONES) & !x & HIGHS` sets the high bit of each byte of `x`
+    // below `n` (for n <= 0x80). Only the lowest set byte is exact, because
+    // a borrow can flag the bytes above it, and only that one is used.
+    let below = |x: u64, n: u64| x.wrapping_sub(n * ONES) & !x & HIGHS;
+    // Flipping bit 1 maps `"` (0x22) to 0x20 and keeps control bytes below
+    // 0x20, while every other byte stays at 0x21 or above.
+    let quote_or_control = below(word ^ (ONES * 0x02), 0x21);
+    let backslash = below(word ^ (ONES * u64::from(b'\\')), 1);
+    let special = quote_or_control | backslash;
+    (special.trailing_zeros() / 8) as usize
+}
+
 /// Returns the length of the longest prefix of `bytes` with no `"`, `\\` or
 /// control character, checking eight bytes per step.
 #[inline]
 fn plain_string_len(bytes: &[u8]) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
     let mut chunks = bytes.chunks_exact(8);
     let mut len = 0;
     for chunk in &mut chunks {
         let mut word = [0u8; 8];
         word.copy_from_slice(chunk);
-        let word = u64::from_le_bytes(word);
-        // `(x - n * ONES) & !x & HIGHS` sets the high bit of each byte of
-        // `x` below `n` (for n <= 0x80). Only the lowest set byte is exact,
-        // because a borrow can flag the bytes above it, and only that one
-        // is used below.
-        let below = |x: u64, n: u64| x.wrapping_sub(n * ONES) & !x & HIGHS;
-        // Flipping bit 1 maps `"` (0x22) to 0x20 and keeps control bytes
-        // below 0x20, while every other byte stays at 0x21 or above.
-        let quote_or_control = below(word ^ (ONES * 0x02), 0x21);
-        let backslash = below(word ^ (ONES * u64::from(b'\\')), 1);
-        let special = quote_or_control | backslash;
-        if special != 0 {
-            return len + (special.trailing_zeros() / 8) as usize;
+        let offset = special_byte_offset(u64::from_le_bytes(word));
+        if offset < 8 {
+            return len + offset;
         }
         len += 8;
     }
@@ -432,7 +438,7 @@ impl<'a> Scanner<'a> {
         match self.peek().ok_or(Malformed)? {
             b'{' => self.object(depth, |scanner, _key, depth| scanner.value(depth)),
             b'[' => self.array(depth),
-            b'"' => self.string().map(|_| ()),
+            b'"' => self.short_string().map(|_| ()),
             b'-' | b'0'..=b'9' => self.number(),
             b't' => self.literal(b"true"),
             b'f' => self.literal(b"false"),
@@ -458,7 +464,7 @@ impl<'a> Scanner<'a> {
         }
         loop {
             self.skip_whitespace();
-            let key = self.string()?;
+            let key = self.short_string()?;
             self.skip_whitespace();
             self.expect(b':')?;
             self.skip_whitespace();
@@ -493,7 +499,7 @@ impl<'a> Scanner<'a> {
             match self.peek() {
                 // Arrays of strings skip the dispatch in `value`.
                 Some(b'"') => {
-                    self.string()?;
+                    self.short_string()?;
                 }
                 Some(b'[') if levels_fit && self.string_pairs() => {}
                 _ => self.value(depth + 1)?,
@@ -531,6 +537,26 @@ impl<'a> Scanner<'a> {
         }
         self.pos = pos;
         true
+    }
+
+    /// Scans a string like [`Scanner::string`], inlined for the common
+    /// case of a plain string that ends within the next eight bytes, such as
+    /// a key or a symbol.
+    #[inline(always)]
+    fn short_string(&mut self) -> Result<&'a [u8], Malformed> {
+        let start = self.pos + 1;
+        if self.bytes.get(self.pos) == Some(&b'"')
+            && let Some(chunk) = self.bytes.get(start..start + 8)
+        {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            let len = special_byte_offset(u64::from_le_bytes(word));
+            if len < 8 && chunk[len] == b'"' {
+                self.pos = start + len + 1;
+                return Ok(&chunk[..len]);
+            }
+        }
+        self.string()
     }
 
     /// Scans a string and returns its raw content, escapes not decoded.
