@@ -332,23 +332,41 @@ pub fn parse_i64(text: &[u8]) -> Option<i64> {
 }
 
 /// Returns the offset just past a `["<plain>","<plain>"]` book level that
-/// starts at `start`, or `None` if the bytes there are anything else.
+/// starts at `start`, or `None` if the bytes there are anything else or the
+/// level ends within eight bytes of the end of the frame.
 #[inline(always)]
 fn string_pair_end(bytes: &[u8], start: usize) -> Option<usize> {
-    let rest = bytes.get(start..)?;
-    if !rest.starts_with(b"[\"") {
+    if bytes.get(start..start + 2)? != b"[\"" {
         return None;
     }
-    let first_end = 2 + plain_string_len(&rest[2..]);
-    if rest.get(first_end..first_end + 3)? != b"\",\"" {
+    let first_end = plain_string_end(bytes, start + 2)?;
+    if bytes.get(first_end + 1..first_end + 3)? != b",\"" {
         return None;
     }
-    let second_start = first_end + 3;
-    let second_end = second_start + plain_string_len(&rest[second_start..]);
-    if rest.get(second_end..second_end + 2)? != b"\"]" {
+    let second_end = plain_string_end(bytes, first_end + 3)?;
+    if *bytes.get(second_end + 1)? != b']' {
         return None;
     }
-    Some(start + second_end + 2)
+    Some(second_end + 2)
+}
+
+/// Returns the offset of the closing quote of a string without escapes or
+/// control bytes whose content starts at `start`, reading whole words.
+/// Returns `None` for any other string, or when fewer than eight bytes are
+/// left to read, so the caller falls back to the general scan.
+#[inline(always)]
+fn plain_string_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let mut at = start;
+    loop {
+        let chunk = bytes.get(at..at + 8)?;
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let offset = special_byte_offset(u64::from_le_bytes(word));
+        if offset < 8 {
+            return (chunk[offset] == b'"').then_some(at + offset);
+        }
+        at += 8;
+    }
 }
 
 /// Returns the offset of the first `"`, `\\` or control byte in the eight
