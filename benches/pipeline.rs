@@ -8,7 +8,10 @@
 //! `/proc/self/stat`, in clock ticks of 1/100 s (the Linux default
 //! `CLK_TCK`), taken after the frames are built. Run with
 //! `cargo bench --bench pipeline`. Each case stops after its message count
-//! or 60 s of sending, whichever comes first.
+//! or 60 s of sending, whichever comes first. `BENCH_SCALE` (default 1)
+//! multiplies the message counts, for example 0.02 for a run under
+//! `valgrind --tool=callgrind`, whose instruction counts do not depend on
+//! the load of a shared machine.
 
 use std::fs;
 use std::path::PathBuf;
@@ -215,9 +218,11 @@ fn main() {
     // `cargo bench --bench pipeline -- trade` runs only the cases whose
     // name contains the first free argument.
     let filter = std::env::args().skip(1).find(|arg| !arg.starts_with('-')).unwrap_or_default();
+    let scale: f64 = std::env::var("BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0);
     let cases: [(&str, usize, FrameWriter); 2] =
         [("trade", 1_000_000, trade_frame), ("depth", 300_000, depth_frame)];
     for (name, count, frame) in cases {
+        let count = ((count as f64 * scale) as usize).max(FRAMES_PER_BATCH);
         if name.contains(filter.as_str()) {
             run_pipeline_only(name, count, frame);
             run_case(name, count, frame);

@@ -97,15 +97,27 @@ fn push_optional_u64(out: &mut Vec<u8>, value: Option<u64>) {
 
 /// Appends `value` in decimal.
 pub fn push_u64(out: &mut Vec<u8>, mut value: u64) {
+    // Two digits per division: receive times have 19 digits.
+    const PAIRS: &[u8; 200] = b"0001020304050607080910111213141516171819\
+        2021222324252627282930313233343536373839\
+        4041424344454647484950515253545556575859\
+        6061626364656667686970717273747576777879\
+        8081828384858687888990919293949596979899";
     let mut digits = [0u8; 20];
     let mut start = digits.len();
-    loop {
+    while value >= 100 {
+        let pair = (value % 100) as usize * 2;
+        value /= 100;
+        start -= 2;
+        digits[start..start + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    }
+    if value >= 10 {
+        let pair = value as usize * 2;
+        start -= 2;
+        digits[start..start + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
+    } else {
         start -= 1;
-        digits[start] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
+        digits[start] = b'0' + value as u8;
     }
     out.extend_from_slice(&digits[start..]);
 }
@@ -178,7 +190,10 @@ mod tests {
 
     #[test]
     fn decimal_covers_edges() {
-        for value in [0, 9, 10, 4_294_967_296, (1 << 53) + 1, u64::MAX] {
+        let powers = (0..20).map(|exponent| 10u64.pow(exponent));
+        let near_powers = powers.flat_map(|power| [power - 1, power, power + 1]);
+        let edges = [4_294_967_296, (1 << 53) + 1, 1_764_860_400_123_456_789, u64::MAX];
+        for value in near_powers.chain(edges).chain(0..1000) {
             let mut out = Vec::new();
             push_u64(&mut out, value);
             assert_eq!(out, value.to_string().as_bytes());

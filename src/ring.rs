@@ -90,6 +90,8 @@ pub struct ReadOutcome {
     pub lost: u64,
     /// The ring is closed and the cursor has read everything.
     pub finished: bool,
+    /// Records read.
+    pub records: usize,
 }
 
 /// A reusable list of records outside the ring: the pipeline builds one per
@@ -485,6 +487,44 @@ impl Ring {
         max_bytes: usize,
     ) -> ReadOutcome {
         out.clear();
+        self.read_stored(cursor, max_bytes, |header, body| out.push_stored(header, body))
+    }
+
+    /// Calls `visit` for each record from `cursor` on, up to about
+    /// `max_bytes` of stream names and lines, and moves the cursor past
+    /// them. Records the ring overwrote before this read are skipped and
+    /// returned as `lost`. Unlike [`Ring::read`] it copies nothing, but
+    /// `visit` runs under the ring lock: it must be short and must not call
+    /// the ring.
+    pub fn read_with(
+        &self,
+        cursor: &mut Cursor,
+        max_bytes: usize,
+        mut visit: impl FnMut(RecordRef<'_>),
+    ) -> ReadOutcome {
+        self.read_stored(cursor, max_bytes, |header, body| {
+            let (stream, line) = body.split_at(header.stream_len);
+            // Stream names enter the ring as `&str` only (`push_with`), so
+            // they are UTF-8.
+            let stream = std::str::from_utf8(stream).unwrap_or("");
+            visit(RecordRef {
+                seq: header.seq,
+                received_ns: header.received_ns,
+                kind: header.kind,
+                stream,
+                line,
+            });
+        })
+    }
+
+    /// Walks records from `cursor` on under one lock, passing each header
+    /// and body (stream name and line) to `visit`.
+    fn read_stored(
+        &self,
+        cursor: &mut Cursor,
+        max_bytes: usize,
+        mut visit: impl FnMut(&Header, &[u8]),
+    ) -> ReadOutcome {
         let state = self.lock();
         let mut outcome = ReadOutcome::default();
         if cursor.next_seq < state.oldest_seq {
@@ -492,7 +532,8 @@ impl Ring {
             cursor.next_seq = state.oldest_seq;
         }
         let mut offset = None;
-        while cursor.next_seq < state.next_seq && out.bytes() < max_bytes.max(1) {
+        let mut bytes = 0;
+        while cursor.next_seq < state.next_seq && bytes < max_bytes.max(1) {
             let at = match offset {
                 Some(at) => at,
                 None if cursor.next_seq == state.oldest_seq => state.head,
@@ -500,10 +541,13 @@ impl Ring {
             };
             let header = Header::read(&state.buffer, at);
             let body = &state.buffer[at + RECORD_HEADER_BYTES..at + header.size()];
-            out.push_stored(&header, body);
+            visit(&header, body);
+            bytes += body.len();
+            outcome.records += 1;
             cursor.last_offset = at;
             cursor.next_seq += 1;
-            offset = Some(state.next_offset(at));
+            offset =
+                Some(if header.flags & FLAG_NEXT_AT_START != 0 { 0 } else { at + header.size() });
         }
         outcome.finished = state.closed && cursor.next_seq >= state.next_seq;
         outcome
@@ -694,6 +738,31 @@ mod tests {
         assert_eq!(stats.rejected_total, 1);
         assert_eq!(stats.records, 1);
         assert_eq!(ring.recent(None, 5)[0].line, b"ok");
+    }
+
+    #[test]
+    fn read_with_visits_records_in_place() {
+        let ring = Ring::new(300);
+        let mut cursor = Cursor::default();
+        for index in 0..8u8 {
+            let line = [b'0' + index; 20];
+            ring.append(&batch_of(&[("ab", &line)]));
+        }
+        let stats = ring.stats();
+        let mut visited = Vec::new();
+        let outcome = ring.read_with(&mut cursor, 60, |record| {
+            visited.push((record.seq, record.stream.to_string(), record.line.to_vec()));
+        });
+        assert_eq!(outcome.lost, stats.oldest_seq);
+        assert_eq!(outcome.records, 3, "reads stop once 60 bytes are visited");
+        assert_eq!(visited.len(), 3);
+        assert_eq!(visited[0].0, stats.oldest_seq);
+        assert_eq!(visited[0].1, "ab");
+        assert_eq!(visited[0].2, [b'0' + stats.oldest_seq as u8; 20]);
+        let outcome = ring.read_with(&mut cursor, usize::MAX, |_| {});
+        assert_eq!(outcome.lost, 0);
+        assert_eq!(outcome.records as u64, stats.records - 3);
+        assert_eq!(cursor.next_seq(), stats.next_seq);
     }
 
     #[test]

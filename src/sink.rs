@@ -1,9 +1,9 @@
 //! The sink thread: follows the cache ring and writes records as
 //! Hive-partitioned JSON Lines files.
 //!
-//! Runs on its own thread. It copies records out of the ring in bounded
-//! reads, stages each line in a per-file buffer, and writes those buffers at
-//! least every flush interval. It never opens a file that exists (part files
+//! Runs on its own thread. In bounded reads it copies each line from the
+//! ring straight into the staging buffer of its part file, and it writes
+//! those buffers at least every flush interval. It never opens a file that exists (part files
 //! are created with `create_new`), so no file is ever rewritten or
 //! truncated. It never blocks the pipeline and never panics on I/O errors.
 //! A failed open, write or fsync is logged at a limited rate, counted and
@@ -23,9 +23,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::liveness::{CHECKIN_INTERVAL, Checkin};
 use crate::lograte::LogLimiter;
 use crate::metrics::{Counter, Exposition, MetricType, PREFIX};
-use crate::partition::{self, hour_of};
+use crate::partition::{self, NANOS_PER_HOUR, hour_of};
 use crate::record::RecordKind;
-use crate::ring::{Cursor, RecordBatch, RecordRef, Ring};
+use crate::ring::{Cursor, RecordRef, Ring};
 use crate::venue::Venue;
 
 /// Staged bytes after which the sink stops reading from the ring until
@@ -210,8 +210,11 @@ pub fn spawn(
 
 /// One open (or not yet opened) part file and its staged lines.
 struct PartFile {
+    stream: Box<str>,
     kind: RecordKind,
     hour: u64,
+    /// Start of `hour` in ns since the Unix epoch.
+    hour_start_ns: u64,
     dir: PathBuf,
     file: Option<File>,
     staged: Vec<u8>,
@@ -220,12 +223,27 @@ struct PartFile {
     written: usize,
 }
 
+impl PartFile {
+    /// Returns whether `record` belongs in this file.
+    #[inline]
+    fn holds(&self, record: &RecordRef<'_>) -> bool {
+        record.received_ns.wrapping_sub(self.hour_start_ns) < NANOS_PER_HOUR
+            && record.kind == self.kind
+            && *self.stream == *record.stream
+    }
+}
+
 struct Sink {
     settings: SinkSettings,
     start: String,
     stats: Arc<SinkStats>,
-    /// Part files by stream name; each stream has one per table and hour.
-    streams: HashMap<Box<str>, Vec<PartFile>>,
+    /// Part files; each stream has one per table and hour.
+    parts: Vec<PartFile>,
+    /// Positions in `parts` by stream name, rebuilt when parts close.
+    parts_by_stream: HashMap<Box<str>, Vec<usize>>,
+    /// Position in `parts` of the file the previous record went to. Runs of
+    /// records of one stream and hour skip the map lookup.
+    last_part: Option<usize>,
     staged_bytes: usize,
     retry_at: Option<Instant>,
     backoff: Duration,
@@ -239,7 +257,9 @@ impl Sink {
             settings,
             start,
             stats,
-            streams: HashMap::new(),
+            parts: Vec::new(),
+            parts_by_stream: HashMap::new(),
+            last_part: None,
             staged_bytes: 0,
             retry_at: None,
             backoff: MIN_BACKOFF,
@@ -250,25 +270,25 @@ impl Sink {
 
     fn run(&mut self, ring: &Ring, checkin: &Checkin) {
         let mut cursor = Cursor::default();
-        let mut batch = RecordBatch::new();
         let flush_interval = self.settings.flush_interval.min(Duration::from_secs(1));
         let mut next_flush = Instant::now() + flush_interval;
         let mut shutdown_deadline: Option<Instant> = None;
         loop {
             checkin.beat();
             let mut finished = false;
-            batch.clear();
+            let mut records_read = 0;
             if self.staged_bytes < MAX_STAGED_BYTES {
-                let outcome = ring.read(&mut cursor, &mut batch, READ_CHUNK_BYTES);
+                // Lines go from ring storage straight into the staging
+                // buffers, one copy, under the ring lock.
+                let outcome =
+                    ring.read_with(&mut cursor, READ_CHUNK_BYTES, |record| self.stage(&record));
                 if outcome.lost > 0 {
                     self.count_lost(
                         outcome.lost,
                         "overwritten in the ring before the sink read them",
                     );
                 }
-                for record in batch.iter() {
-                    self.stage(&record);
-                }
+                records_read = outcome.records;
                 finished = outcome.finished;
             }
             let now = Instant::now();
@@ -298,7 +318,7 @@ impl Sink {
                     break;
                 }
             }
-            if batch.is_empty() || self.staged_bytes >= MAX_STAGED_BYTES {
+            if records_read == 0 || self.staged_bytes >= MAX_STAGED_BYTES {
                 let mut wait = CHECKIN_INTERVAL.min(next_flush.saturating_duration_since(now));
                 if let Some(retry_at) = self.retry_at {
                     wait = wait.min(retry_at.saturating_duration_since(now));
@@ -327,41 +347,67 @@ impl Sink {
 
     /// Appends a record's line to the staged bytes of its part file.
     fn stage(&mut self, record: &RecordRef<'_>) {
-        let hour = hour_of(record.received_ns);
-        if !self.streams.contains_key(record.stream) {
-            self.streams.insert(record.stream.into(), Vec::new());
-        }
-        let Some(parts) = self.streams.get_mut(record.stream) else {
-            return;
+        let index = match self.last_part {
+            Some(index) if self.parts[index].holds(record) => index,
+            _ => self.find_or_add_part(record),
         };
-        let index =
-            match parts.iter().position(|part| part.kind == record.kind && part.hour == hour) {
-                Some(index) => index,
-                None => {
-                    let dir = partition::partition_dir(
-                        &self.settings.data_dir,
-                        record.kind,
-                        self.settings.venue,
-                        record.stream,
-                        hour,
-                    );
-                    parts.push(PartFile {
-                        kind: record.kind,
-                        hour,
-                        dir,
-                        file: None,
-                        staged: Vec::new(),
-                        staged_records: 0,
-                        written: 0,
-                    });
-                    parts.len() - 1
-                }
-            };
-        let part = &mut parts[index];
+        self.last_part = Some(index);
+        let part = &mut self.parts[index];
         part.staged.extend_from_slice(record.line);
         part.staged.push(b'\n');
         part.staged_records += 1;
         self.staged_bytes += record.line.len() + 1;
+    }
+
+    /// Returns the position in `parts` of the part file for `record`,
+    /// adding one (not opened yet) if none exists.
+    fn find_or_add_part(&mut self, record: &RecordRef<'_>) -> usize {
+        if let Some(positions) = self.parts_by_stream.get(record.stream)
+            && let Some(&index) = positions.iter().find(|&&index| self.parts[index].holds(record))
+        {
+            return index;
+        }
+        let hour = hour_of(record.received_ns);
+        let dir = partition::partition_dir(
+            &self.settings.data_dir,
+            record.kind,
+            self.settings.venue,
+            record.stream,
+            hour,
+        );
+        let index = self.parts.len();
+        self.parts.push(PartFile {
+            stream: record.stream.into(),
+            kind: record.kind,
+            hour,
+            hour_start_ns: hour * NANOS_PER_HOUR,
+            dir,
+            file: None,
+            staged: Vec::new(),
+            staged_records: 0,
+            written: 0,
+        });
+        match self.parts_by_stream.get_mut(record.stream) {
+            Some(positions) => positions.push(index),
+            None => {
+                self.parts_by_stream.insert(record.stream.into(), vec![index]);
+            }
+        }
+        index
+    }
+
+    /// Rebuilds `parts_by_stream` after parts were removed.
+    fn reindex_parts(&mut self) {
+        self.last_part = None;
+        self.parts_by_stream.clear();
+        for (index, part) in self.parts.iter().enumerate() {
+            match self.parts_by_stream.get_mut(&part.stream) {
+                Some(positions) => positions.push(index),
+                None => {
+                    self.parts_by_stream.insert(part.stream.clone(), vec![index]);
+                }
+            }
+        }
     }
 
     /// Writes every staged buffer, unless a retry backoff is running. The
@@ -371,23 +417,21 @@ impl Sink {
             return;
         }
         let mut failure = None;
-        'parts: for parts in self.streams.values_mut() {
-            for part in parts.iter_mut() {
-                if part.staged.is_empty() {
-                    continue;
+        for part in self.parts.iter_mut() {
+            if part.staged.is_empty() {
+                continue;
+            }
+            match write_part(part, &self.settings.instance, &self.start, &self.stats) {
+                Ok(()) => {
+                    self.staged_bytes -= part.staged.len();
+                    self.stats.records_written.add(part.staged_records);
+                    part.staged.clear();
+                    part.staged_records = 0;
+                    part.written = 0;
                 }
-                match write_part(part, &self.settings.instance, &self.start, &self.stats) {
-                    Ok(()) => {
-                        self.staged_bytes -= part.staged.len();
-                        self.stats.records_written.add(part.staged_records);
-                        part.staged.clear();
-                        part.staged_records = 0;
-                        part.written = 0;
-                    }
-                    Err(error) => {
-                        failure = Some(error);
-                        break 'parts;
-                    }
+                Err(error) => {
+                    failure = Some(error);
+                    break;
                 }
             }
         }
@@ -418,7 +462,7 @@ impl Sink {
     }
 
     fn open_file_count(&self) -> u64 {
-        self.streams.values().flatten().filter(|part| part.file.is_some()).count() as u64
+        self.parts.iter().filter(|part| part.file.is_some()).count() as u64
     }
 
     /// Fsyncs and closes files of hours before the current UTC hour that
@@ -430,20 +474,21 @@ impl Sink {
             .map_or(0, |elapsed| u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX));
         let current_hour = hour_of(now_ns);
         let mut errors = Vec::new();
-        for parts in self.streams.values_mut() {
-            parts.retain_mut(|part| {
-                if part.hour >= current_hour || !part.staged.is_empty() {
-                    return true;
-                }
-                if let Some(file) = part.file.take()
-                    && let Err(message) = sync_and_close(file, &part.dir)
-                {
-                    errors.push(message);
-                }
-                false
-            });
+        let count = self.parts.len();
+        self.parts.retain_mut(|part| {
+            if part.hour >= current_hour || !part.staged.is_empty() {
+                return true;
+            }
+            if let Some(file) = part.file.take()
+                && let Err(message) = sync_and_close(file, &part.dir)
+            {
+                errors.push(message);
+            }
+            false
+        });
+        if self.parts.len() < count {
+            self.reindex_parts();
         }
-        self.streams.retain(|_, parts| !parts.is_empty());
         for message in errors {
             self.report_error(&message);
         }
@@ -451,9 +496,9 @@ impl Sink {
     }
 
     fn abandon_staged(&mut self) {
-        let records: u64 = self.streams.values().flatten().map(|part| part.staged_records).sum();
+        let records: u64 = self.parts.iter().map(|part| part.staged_records).sum();
         self.count_lost(records, "unwritten at shutdown after retries");
-        for part in self.streams.values_mut().flatten() {
+        for part in self.parts.iter_mut() {
             part.staged.clear();
             part.staged_records = 0;
             part.written = 0;
@@ -464,7 +509,7 @@ impl Sink {
     /// Fsyncs and closes every open file.
     fn close_all(&mut self) {
         let mut errors = Vec::new();
-        for part in self.streams.values_mut().flatten() {
+        for part in self.parts.iter_mut() {
             if let Some(file) = part.file.take()
                 && let Err(message) = sync_and_close(file, &part.dir)
             {
@@ -474,7 +519,8 @@ impl Sink {
         for message in errors {
             self.report_error(&message);
         }
-        self.streams.clear();
+        self.parts.clear();
+        self.reindex_parts();
         self.stats.open_files.set(0);
     }
 }

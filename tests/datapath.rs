@@ -494,3 +494,35 @@ fn past_hour_files_closed_on_tick() {
     assert_eq!(stored[0].folder, partition_of("", "spot", "btcusdt@trade", two_hours_ago));
     datapath.finish();
 }
+
+#[test]
+fn interleaved_streams_and_hours_split() {
+    let dir = TempDir::new("interleaved");
+    let hour_ns = 3_600_000_000_000;
+    // Start of the hour before the current one, so both hours are past.
+    let boundary = (now_ns() / hour_ns - 1) * hour_ns;
+    let received = [boundary - 1, boundary, boundary - 2, boundary + 1, boundary - 3, boundary + 2];
+    let streams = ["a@trade", "a@trade", "b@trade", "a@trade", "a@trade", "b@trade"];
+    let mut batch = FrameBatch::new(1, 4096);
+    for (index, (stream, received_ns)) in streams.iter().zip(received).enumerate() {
+        let frame = format!(r#"{{"stream":"{stream}","data":{{"e":"trade","x":{index}}}}}"#);
+        batch.push(FrameKind::Text, received_ns, frame.as_bytes());
+    }
+    let datapath = DataPath::start(&dir.0, Venue::Spot, "test");
+    datapath.send(batch);
+    let (_, sink_stats) = datapath.finish();
+
+    let stored = stored_lines(&dir.0);
+    assert_eq!(stored.len(), streams.len());
+    assert_eq!(sink_stats.records_written(), streams.len() as u64);
+    for line in &stored {
+        let data: serde_json::Value = serde_json::from_str(line.data.as_deref().unwrap()).unwrap();
+        let index = data["x"].as_u64().unwrap() as usize;
+        assert_eq!(line.stream, streams[index], "line {index}");
+        assert_eq!(line.received_ns, received[index], "line {index}");
+        assert_eq!(line.folder, partition_of("", "spot", streams[index], received[index]));
+    }
+    let folders: std::collections::HashSet<&PathBuf> =
+        stored.iter().map(|line| &line.folder).collect();
+    assert_eq!(folders.len(), 4, "two streams times two hours");
+}
