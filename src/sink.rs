@@ -246,6 +246,8 @@ struct Sink {
     last_part: Option<usize>,
     staged_bytes: usize,
     retry_at: Option<Instant>,
+    /// Time of the first failure of the current run of failures.
+    failing_since: Option<Instant>,
     backoff: Duration,
     error_log: LogLimiter,
     lost_log: LogLimiter,
@@ -262,6 +264,7 @@ impl Sink {
             last_part: None,
             staged_bytes: 0,
             retry_at: None,
+            failing_since: None,
             backoff: MIN_BACKOFF,
             error_log: LogLimiter::default(),
             lost_log: LogLimiter::default(),
@@ -438,11 +441,18 @@ impl Sink {
         self.stats.open_files.set(self.open_file_count());
         match failure {
             None => {
+                if let Some(since) = self.failing_since.take() {
+                    log::info!(
+                        "sink writes succeed again after {:.1} s of errors; staged data written",
+                        since.elapsed().as_secs_f64()
+                    );
+                }
                 self.retry_at = None;
                 self.backoff = MIN_BACKOFF;
                 self.stats.healthy.store(true, Ordering::Relaxed);
             }
             Some(message) => {
+                self.failing_since.get_or_insert(now);
                 self.retry_at = Some(now + self.backoff);
                 self.report_error(&message);
                 self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
