@@ -1,7 +1,7 @@
 //! The HTTP routes: `/livez`, `/healthz`, `/readyz`, `/metrics` and
 //! `/recent`, run on the handler threads of [`crate::http_server`].
 //!
-//! Handlers read atomics and short-held snapshots only, so health answers
+//! Handlers read atomics and short-held snapshots only, so health responses
 //! stay fast while ingest runs at full speed. They must never block on the
 //! ingest path. Only GET and HEAD are served; the connection layer rejects
 //! requests with a body or an overlong target before they get here.
@@ -32,7 +32,7 @@ pub struct HttpContext {
     pub stats: Arc<HttpStats>,
 }
 
-/// Answers a parsed request: 404 for an unknown path, 405 for a method
+/// Routes a parsed request: 404 for an unknown path, 405 for a method
 /// other than GET and HEAD, else the route's response. The caller leaves
 /// the body out for HEAD.
 pub fn route(request: &RequestHead, context: &HttpContext) -> Response {

@@ -15,7 +15,7 @@ pub const MAX_TARGET_LEN: usize = 2048;
 pub const MAX_HEADERS: usize = 64;
 
 /// Request method the server can tell apart. Any other valid token is kept
-/// as [`Method::Other`] so the router can answer 405.
+/// as [`Method::Other`] so the router can respond 405.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Method {
     /// `GET`.
@@ -35,7 +35,7 @@ pub struct RequestHead {
     pub target: String,
 }
 
-/// Why a request head was rejected, with the status code to send.
+/// Rejection of a request head, with the status code to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Rejection {
     /// HTTP status code: 400, 413, 414 or 431.
@@ -57,8 +57,8 @@ pub fn head_end(buffer: &[u8]) -> Option<usize> {
 }
 
 /// Returns the rejection for a head that is still incomplete after
-/// [`MAX_HEAD_LEN`] bytes: 414 when the request line alone is longer than
-/// [`MAX_TARGET_LEN`] allows, else 431.
+/// [`MAX_HEAD_LEN`] bytes. That is 414 when not even the request line has
+/// ended, since its target is then over [`MAX_TARGET_LEN`], else 431.
 pub fn reject_oversized(buffer: &[u8]) -> Rejection {
     let request_line_done = buffer.windows(2).any(|window| window == b"\r\n");
     if request_line_done {
@@ -72,11 +72,12 @@ pub fn reject_oversized(buffer: &[u8]) -> Rejection {
 ///
 /// # Errors
 ///
-/// Returns 400 for a malformed request line or header field, or a version
-/// other than HTTP/1.0 and HTTP/1.1; 414 for a target over
-/// [`MAX_TARGET_LEN`]; 431 for more than [`MAX_HEADERS`] fields; 413 for any
-/// request body, announced by a `Content-Length` above 0 or by any
-/// `Transfer-Encoding`.
+/// - 400 for a malformed request line or header field, or a version other
+///   than HTTP/1.0 and HTTP/1.1.
+/// - 414 for a target over [`MAX_TARGET_LEN`].
+/// - 431 for more than [`MAX_HEADERS`] fields.
+/// - 413 for any request body, announced by a `Content-Length` above 0 or
+///   by any `Transfer-Encoding`.
 pub fn parse_head(head: &[u8]) -> Result<RequestHead, Rejection> {
     let head = head.strip_suffix(b"\r\n\r\n").unwrap_or(head);
     let mut lines = split_crlf(head);
@@ -126,6 +127,7 @@ fn parse_request_line(line: &[u8]) -> Result<RequestHead, Rejection> {
     if method.is_empty() || !method.iter().all(|&byte| is_token_byte(byte)) {
         return Err(invalid());
     }
+
     if target.len() > MAX_TARGET_LEN {
         return Err(Rejection::new(
             414,
@@ -138,6 +140,7 @@ fn parse_request_line(line: &[u8]) -> Result<RequestHead, Rejection> {
     if version != b"HTTP/1.1" && version != b"HTTP/1.0" {
         return Err(Rejection::new(400, "only HTTP/1.0 and HTTP/1.1 are supported\n"));
     }
+
     // Both were checked to be ASCII above.
     let method = String::from_utf8_lossy(method).into_owned();
     let target = String::from_utf8_lossy(target).into_owned();

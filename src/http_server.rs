@@ -2,10 +2,11 @@
 //! handler threads, one request per connection.
 //!
 //! The accept thread polls a non-blocking listener and hands each connection
-//! to the pool through a bounded queue. When the queue is full it answers
-//! 503 itself, with a short write timeout, and closes. A handler reads the
-//! request head under a deadline, answers through [`crate::http::route`] and
-//! closes. Neither ever reads a request body, and the number of threads never
+//! to the pool through a bounded queue. When the queue is full it sends 503
+//! itself, with a short write timeout, and closes. A handler reads the
+//! request head under a deadline, responds through [`crate::http::route`]
+//! and closes. Neither waits for a request body: bytes after the head are
+//! discarded, at most 64 KiB per connection. The number of threads never
 //! depends on what clients do.
 
 use std::io::{self, Read, Write};
@@ -25,7 +26,7 @@ use crate::lograte::LogLimiter;
 use crate::metrics::{Counter, Exposition, MetricType, PREFIX};
 
 /// Time a client has to send its whole request head, counted from accept:
-/// 2 s. A client that is slower is answered 408 and dropped.
+/// 2 s. A slower client gets 408 and is dropped.
 pub const HEAD_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Time a handler spends writing one response at most: 2 s.
@@ -46,7 +47,7 @@ const ACCEPT_POLL: Duration = Duration::from_millis(20);
 const LINGER: Duration = Duration::from_millis(100);
 
 /// Status codes counted one by one; any other code counts as `other`.
-const COUNTED_CODES: [u16; 11] = [200, 400, 404, 405, 408, 413, 414, 431, 500, 503, 505];
+const COUNTED_CODES: [u16; 9] = [200, 400, 404, 405, 408, 413, 414, 431, 503];
 
 /// One response. Every response also carries `Content-Length`,
 /// `Cache-Control: no-store` and `Connection: close`.
@@ -252,7 +253,7 @@ impl Acceptor {
     }
 }
 
-/// Answers 503 without reading the request, and closes. Never blocks for
+/// Sends 503 without reading the request, and closes. Never blocks for
 /// longer than [`BUSY_WRITE_TIMEOUT`].
 fn reject_busy(mut stream: TcpStream) {
     let response = Response::text(503, "all http handlers are busy; retry later\n");
@@ -439,9 +440,7 @@ fn reason(code: u16) -> &'static str {
         413 => "Content Too Large",
         414 => "URI Too Long",
         431 => "Request Header Fields Too Large",
-        500 => "Internal Server Error",
         503 => "Service Unavailable",
-        505 => "HTTP Version Not Supported",
         _ => "Unknown",
     }
 }

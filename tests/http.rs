@@ -1,7 +1,7 @@
 //! The HTTP server of the real `binance-ingest` binary under hostile
 //! clients: huge announced bodies, heads that never finish, idle
 //! connections beyond the handler pool, and malformed requests. Loopback
-//! only; every client is bounded in count and time.
+//! only. Every client is bounded in count and time.
 
 mod support;
 
@@ -74,8 +74,8 @@ fn is_running(pid: u32) -> bool {
     status_field(pid, "State:").is_some_and(|state| !state.starts_with('Z'))
 }
 
-/// Waits until the server closes `stream` or answers on it, and returns
-/// the time that took.
+/// Waits until the server closes `stream`, reading and discarding any
+/// response, and returns the time since `started`.
 fn wait_closed(stream: &mut TcpStream, started: Instant) -> Duration {
     let mut scratch = [0_u8; 1024];
     loop {
@@ -128,7 +128,7 @@ fn unsent_bodies_do_not_block_readyz() {
     let address = service.http_address();
 
     // Each client announces a 100 MB body and never sends it, then stays
-    // open: the server must answer at once, without waiting for the body.
+    // open: the server must respond at once, without waiting for the body.
     let mut clients = Vec::new();
     for _ in 0..4 {
         let mut stream = connect(address);
@@ -192,7 +192,7 @@ fn idle_connections_keep_threads_bounded() {
         "threads grew from {threads_before} to {threads_during}"
     );
 
-    // While the queue is full the accept thread answers 503 at once.
+    // While the queue is full the accept thread sends 503 at once.
     let probe = Instant::now();
     let (code, _) = service.get("/livez");
     assert!(code == 200 || code == 503, "unexpected /livez status {code}");
