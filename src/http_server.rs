@@ -107,7 +107,7 @@ impl HttpStats {
         out.single_u64(
             &format!("{PREFIX}http_queue_full_total"),
             MetricType::Counter,
-            "HTTP connections answered 503 by the accept thread because every handler was busy.",
+            "HTTP connections sent 503 by the accept thread because every handler was busy.",
             self.queue_full.get(),
         );
         out.single_u64(
