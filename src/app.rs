@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::connection::{ConnectionStats, SlotStatus};
 use crate::error::Error;
 use crate::health::Health;
-use crate::http::{HttpContext, HttpServer};
+use crate::http::{HttpContext, HttpServer, HttpStats};
 use crate::liveness::{Liveness, STALL_AFTER};
 use crate::metrics::{Exposition, MetricType, PREFIX};
 use crate::notify::Notifier;
@@ -142,15 +142,18 @@ pub fn start(config: &Config) -> Result<Service, Error> {
     )
     .map_err(|source| Error::Spawn { thread: "pipeline".into(), source })?;
 
+    let http_stats = Arc::new(HttpStats::default());
     let render = metrics_renderer(MetricSources {
         connections: connection_stats.clone(),
         pipeline: pipeline_stats.clone(),
         sink: sink_stats,
         ring: ring.clone(),
         health: health.clone(),
+        http: http_stats.clone(),
         started: Instant::now(),
     });
-    let http_context = HttpContext { health: health.clone(), ring, metrics: render };
+    let http_context =
+        HttpContext { health: health.clone(), ring, metrics: render, stats: http_stats };
     let http = HttpServer::start(config.http_addr, config.http_threads, http_context, &liveness)?;
 
     let scheduler_settings = SchedulerSettings {
@@ -267,6 +270,7 @@ struct MetricSources {
     sink: Arc<SinkStats>,
     ring: Arc<Ring>,
     health: Arc<Health>,
+    http: Arc<HttpStats>,
     started: Instant,
 }
 
@@ -294,6 +298,7 @@ fn metrics_renderer(sources: MetricSources) -> Arc<dyn Fn() -> String + Send + S
         sources.pipeline.write_metrics(&mut out);
         sources.ring.write_metrics(&mut out);
         sources.sink.write_metrics(&mut out);
+        sources.http.write_metrics(&mut out);
         out.finish()
     })
 }

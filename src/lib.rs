@@ -31,6 +31,8 @@ pub mod sink;
 
 pub mod health;
 pub mod http;
+pub mod http_parse;
+pub mod http_server;
 pub mod liveness;
 pub mod metrics;
 pub mod process;
