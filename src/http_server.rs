@@ -35,12 +35,16 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Write timeout of the 503 the accept thread sends when the queue is full.
 pub const BUSY_WRITE_TIMEOUT: Duration = Duration::from_millis(50);
 
+/// Longest time the accept thread waits for the request of a connection it
+/// rejects as busy, so the client can send it before the close.
+const BUSY_DRAIN: Duration = Duration::from_millis(50);
+
 /// Accepted connections waiting for a handler, per handler thread.
 pub const QUEUE_PER_THREAD: usize = 8;
 
-/// Sleep of the accept thread when no connection is pending, which bounds
-/// how long [`HttpServer::stop`] waits for it.
-const ACCEPT_POLL: Duration = Duration::from_millis(20);
+/// Pause of the accept thread after a failed accept (such as EMFILE), whose
+/// connection stays in the backlog, so the thread does not spin.
+const ACCEPT_RETRY: Duration = Duration::from_millis(20);
 
 /// Time a handler waits for the client to close after the response, so the
 /// response is not lost to a reset caused by unread request bytes.
@@ -124,6 +128,7 @@ pub struct HttpServer {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     address: SocketAddr,
+    wake: SocketAddr,
 }
 
 struct Accepted {
@@ -149,7 +154,6 @@ impl HttpServer {
             source: Box::new(source),
         };
         let listener = TcpListener::bind(address).map_err(bind_error)?;
-        listener.set_nonblocking(true).map_err(bind_error)?;
         let bound = listener.local_addr().unwrap_or(address);
         let threads = threads.max(1);
         let context = Arc::new(context);
@@ -171,13 +175,11 @@ impl HttpServer {
                 .map_err(|source| Error::Spawn { thread: name, source })?;
             handles.push(handle);
         }
-        let acceptor = Acceptor {
-            listener,
-            queue,
-            stats: context.stats.clone(),
-            stop: stop.clone(),
-            checkin: liveness.register("http-accept"),
-        };
+        // The accept thread blocks in accept(2), so it answers a probe at
+        // once, and does not check in: a stuck acceptor shows as failing
+        // probes. `stop` wakes it with a connection of its own.
+        let acceptor =
+            Acceptor { listener, queue, stats: context.stats.clone(), stop: stop.clone() };
         let handle = std::thread::Builder::new()
             .name("http-accept".into())
             .spawn(move || acceptor.run())
@@ -185,7 +187,7 @@ impl HttpServer {
         handles.push(handle);
 
         log::info!("http listening on {bound}");
-        Ok(HttpServer { stop, threads: handles, address: bound })
+        Ok(HttpServer { stop, threads: handles, address: bound, wake: wake_address(bound) })
     }
 
     /// Address the listener is bound to.
@@ -198,6 +200,11 @@ impl HttpServer {
     /// [`HEAD_TIMEOUT`] plus [`WRITE_TIMEOUT`].
     pub fn stop(self) {
         self.stop.store(true, Ordering::Relaxed);
+        // Unblocks accept(2); the acceptor sees the flag and drops this
+        // connection unanswered.
+        if let Err(error) = TcpStream::connect_timeout(&self.wake, Duration::from_secs(1)) {
+            log::debug!("http stop: waking the accept thread failed: {error}");
+        }
         for thread in self.threads {
             if thread.join().is_err() {
                 log::error!("http thread panicked");
@@ -212,19 +219,33 @@ struct Acceptor {
     queue: Sender<Accepted>,
     stats: Arc<HttpStats>,
     stop: Arc<AtomicBool>,
-    checkin: Checkin,
+}
+
+/// Address that reaches a listener bound to `bound`: an unspecified bind
+/// address is reached through loopback.
+fn wake_address(bound: SocketAddr) -> SocketAddr {
+    let mut address = bound;
+    if address.ip().is_unspecified() {
+        let loopback: std::net::IpAddr = if address.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        };
+        address.set_ip(loopback);
+    }
+    address
 }
 
 impl Acceptor {
     fn run(self) {
         let mut error_log = LogLimiter::default();
-        while !self.stop.load(Ordering::Relaxed) {
-            self.checkin.beat();
-            match self.listener.accept() {
+        loop {
+            let accepted = self.listener.accept();
+            if self.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            match accepted {
                 Ok((stream, _)) => self.dispatch(stream),
-                Err(error) if error.kind() == io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(ACCEPT_POLL);
-                }
                 Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
                 Err(error) => {
                     // Such as EMFILE: the pending connection stays in the
@@ -233,7 +254,7 @@ impl Acceptor {
                     if let Some(suppressed) = error_log.allow(Instant::now()) {
                         log::warn!("http accept failed: {error} (suppressed={suppressed})");
                     }
-                    std::thread::sleep(ACCEPT_POLL);
+                    std::thread::sleep(ACCEPT_RETRY);
                 }
             }
         }
@@ -263,15 +284,16 @@ fn reject_busy(mut stream: TcpStream) {
         log::debug!("http 503 not sent: {error}");
     }
     let _ = stream.shutdown(Shutdown::Write);
-    // Read what has already arrived, without waiting, so closing does not
-    // reset the connection before the client has read the 503.
-    if stream.set_nonblocking(true).is_ok() {
-        let mut scratch = [0_u8; 4096];
-        for _ in 0..4 {
-            match stream.read(&mut scratch) {
-                Ok(read) if read > 0 => {}
-                _ => break,
-            }
+    // Give the client a moment to send its request and read it, so closing
+    // does not reset the connection before the client has read the 503. A
+    // fresh connection has usually sent nothing yet when it is accepted.
+    let _ = stream.set_read_timeout(Some(BUSY_DRAIN));
+    let deadline = Instant::now() + BUSY_DRAIN;
+    let mut scratch = [0_u8; 4096];
+    while Instant::now() < deadline {
+        match stream.read(&mut scratch) {
+            Ok(read) if read > 0 && !scratch[..read].windows(4).any(|w| w == b"\r\n\r\n") => {}
+            _ => break,
         }
     }
 }
