@@ -31,6 +31,7 @@ pub mod sink;
 pub mod health;
 pub mod http;
 pub mod liveness;
+pub mod memory;
 pub mod metrics;
 pub mod process;
 
