@@ -70,7 +70,8 @@ fn rules_name_metrics_the_service_exports() {
     for word in rules.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
         if let Some(name) = word.strip_prefix("binance_ingest_") {
             assert!(
-                source.contains(&format!("\"{name}\"")) || source.contains(&format!("{{PREFIX}}{name}\"")),
+                source.contains(&format!("\"{name}\""))
+                    || source.contains(&format!("{{PREFIX}}{name}\"")),
                 "rule reads binance_ingest_{name}, which no source file defines"
             );
             checked += 1;
