@@ -2,11 +2,11 @@
 //! service at a sustained high message rate from the mock exchange over
 //! TLS on loopback.
 //!
-//! After warm-up (the cache ring has filled, plus 5 s), it reads VmRSS of
-//! the service from `/proc/<pid>/status` once a second and reports the
-//! median and peak RSS, RSS above the ring capacity, and growth per hour
-//! from a least-squares line over all points and from the service's own
-//! leak detector. Goals: RSS at most the ring capacity plus 20 MiB, growth
+//! Warm-up lasts until the cache ring has filled, plus 5 s. Then the
+//! benchmark reads VmRSS of the service from `/proc/<pid>/status` once a
+//! second. It reports the median and peak RSS, RSS above the ring capacity,
+//! and growth per hour from a least-squares line over all points and from
+//! the service's own leak detector. Goals: RSS at most the ring capacity plus 20 MiB, growth
 //! under 1 MB per 24 h.
 //!
 //! Run with `cargo bench --bench memory`. Bounded in time:

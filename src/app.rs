@@ -215,8 +215,8 @@ impl Service {
         &self.memory
     }
 
-    /// Runs until a message arrives on `stop` or the memory sampler asks
-    /// for a shutdown ([`CAUSE_MEMORY_CRITICAL`]), sending the systemd
+    /// Runs until a message arrives on `stop` or the memory sampler requests
+    /// a shutdown ([`CAUSE_MEMORY_CRITICAL`]), sending the systemd
     /// watchdog keep-alive while every worker checks in.
     pub fn wait(&self, stop: &Receiver<&'static str>) -> &'static str {
         let tick = crossbeam_channel::tick(Duration::from_secs(1));

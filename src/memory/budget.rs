@@ -4,7 +4,7 @@
 //! Runs on the main thread, in `Config::validate`, `check-config` and the
 //! start-up log. It only computes; it never allocates beyond its own table
 //! and never reads `/proc`. Each line names the keys that bound it, so an
-//! operator whose budget exceeds `MEMORY_LIMIT` sees which keys to lower.
+//! operator whose budget exceeds `MEMORY_LIMIT` finds the keys to lower.
 //!
 //! The figures assume every queue and buffer is full at the same moment,
 //! which is more than any real load reaches, but a few terms are estimates
@@ -66,13 +66,13 @@ pub const SAMPLE_BYTES: u64 = std::mem::size_of::<super::Sample>() as u64;
 /// One line of the budget.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BudgetItem {
-    /// What the line counts, such as `frame queue`.
+    /// Part of memory the line counts, such as `frame queue`.
     pub name: &'static str,
     /// Keys (without prefix) that bound it.
     pub keys: &'static [&'static str],
     /// Upper estimate in bytes.
     pub bytes: u64,
-    /// How the figure is made up.
+    /// Breakdown of the figure, for an operator.
     pub detail: String,
 }
 

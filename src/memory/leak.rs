@@ -1,5 +1,5 @@
 //! Leak detection: a growth estimate from a series of memory samples that
-//! tells steady growth from a plateau, noise, a sawtooth or a one-off step.
+//! distinguishes steady growth from a plateau, noise, a sawtooth or a one-off step.
 //!
 //! Pure computation, called by the memory sampler thread after each sample.
 //! It never allocates and never reads the clock, so it is tested on
@@ -21,7 +21,7 @@
 //! projecting to a leak: growth of 1 MiB in one minute projects to 1.4 GiB
 //! a day, but it is no evidence of one.
 
-/// Fewest samples per part of the fit.
+/// Minimum number of samples per part of the fit.
 pub const MIN_SAMPLES_PER_PART: usize = 5;
 
 /// Share of the threshold that the fitted growth over the span must reach
@@ -84,7 +84,7 @@ impl Assessment {
 /// `threshold_per_day` is the projected growth over 24 h, in bytes, that
 /// counts as a leak. `min_span_seconds` is the shortest span that gets a
 /// verdict other than [`Verdict::Insufficient`], because a line fitted to a
-/// few minutes says little about a day.
+/// few minutes predicts little about a day.
 pub fn assess<I>(points: I, threshold_per_day: f64, min_span_seconds: f64) -> Assessment
 where
     I: Iterator<Item = (f64, f64)> + Clone,
@@ -151,6 +151,7 @@ impl Fit {
         }
         mean_x /= n;
         mean_y /= n;
+
         let (mut sxx, mut sxy) = (0.0, 0.0);
         for (x, y) in points.clone() {
             sxx += (x - mean_x) * (x - mean_x);
@@ -160,6 +161,7 @@ impl Fit {
             return Fit::default();
         }
         let slope = sxy / sxx;
+
         let mut residuals = 0.0;
         for (x, y) in points {
             let residual = y - mean_y - slope * (x - mean_x);
@@ -272,7 +274,7 @@ mod tests {
     #[test]
     fn ring_warm_up_step_is_steady() {
         // The ring fills over the first two hours (64 MB), then RSS is flat.
-        // Without subtracting the ring, the window still holds the ramp.
+        // Without subtracting the ring, the window still contains the ramp.
         let points = series(DAY_SAMPLES, |_, t| 20.0 * MB + 64.0 * MB * (t / 7200.0).min(1.0));
         let assessment = run(&points);
         assert_eq!(assessment.verdict, Verdict::Steady, "{assessment:?}");

@@ -7,8 +7,8 @@
 //! nothing that outlives it. (Opening a file and listing `/proc/self/fd`
 //! make short-lived allocations in the standard library.) It never touches
 //! the ingest path except for one short ring lock per sample, and it never
-//! exits the process itself: at the critical level it asks the main thread
-//! to shut down, when so configured.
+//! exits the process itself: at the critical level it sends a shutdown
+//! request to the main thread, when so configured.
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -30,8 +30,8 @@ use super::{AlertKind, MemoryStatus, Sample, SampleWindow, window_samples};
 /// so RSS hovering at a level does not raise the alert again and again.
 const CLEAR_FRACTION: f64 = 0.95;
 
-/// Longest minimum span of samples for a leak verdict: 1 h. Shorter windows
-/// use a quarter of their length.
+/// Upper bound of the minimum span of samples for a leak verdict: 1 h.
+/// Windows shorter than 4 h use a quarter of their length.
 const MAX_MIN_SPAN: Duration = Duration::from_secs(3600);
 
 /// Settings of the sampler, taken from [`Config`].
@@ -41,7 +41,7 @@ pub struct MemorySettings {
     pub interval: Duration,
     /// Span of the sample window. Default 24 h.
     pub window: Duration,
-    /// Longest warm-up; it ends earlier once the ring has filled. Default 30 min.
+    /// Maximum warm-up. It ends earlier once the ring has filled. Default 30 min.
     pub warmup: Duration,
     /// Projected growth over 24 h that is a leak, in bytes. Default 50 MiB.
     pub leak_threshold: u64,
@@ -49,7 +49,7 @@ pub struct MemorySettings {
     pub warn: u64,
     /// RSS of the critical alert, in bytes. Default 2 GiB.
     pub critical: u64,
-    /// Whether the critical alert asks for a shutdown. Default false.
+    /// Whether the critical alert requests a shutdown. Default false.
     pub exit_on_critical: bool,
 }
 
@@ -98,8 +98,7 @@ impl Sampler {
         &self.window
     }
 
-    /// Records `sample`; `ring_full` tells whether the cache ring has
-    /// filled. Updates the shared status, logs alert changes, and returns
+    /// Records `sample`. `ring_full` is whether the cache ring has filled. Updates the shared status, logs alert changes, and returns
     /// true when the critical level is reached and a shutdown is configured.
     pub fn record(&mut self, sample: Sample, ring_full: bool) -> bool {
         self.window.push(sample);
