@@ -11,7 +11,8 @@
 //!
 //! Run with `cargo bench --bench memory`. Bounded in time:
 //! `MEMORY_BENCH_SECONDS` (default 60) of measurement after a warm-up of at
-//! most 60 s. `MEMORY_BENCH_RATE` sets events per second per stream
+//! most 60 s. `cargo test --all-targets` runs it without `--bench`, and then
+//! it measures for 3 s only, as a smoke test. `MEMORY_BENCH_RATE` sets events per second per stream
 //! (default 5000, four streams) and `MEMORY_BENCH_CACHE` the ring size
 //! (default 16MiB). Only loopback addresses are used.
 
@@ -31,7 +32,8 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 fn main() {
-    let seconds: u64 = env_or("MEMORY_BENCH_SECONDS", 60);
+    let smoke = !std::env::args().any(|arg| arg == "--bench");
+    let seconds: u64 = env_or("MEMORY_BENCH_SECONDS", if smoke { 3 } else { 60 });
     let rate: u64 = env_or("MEMORY_BENCH_RATE", 5000);
     let cache: String = env_or("MEMORY_BENCH_CACHE", "16MiB".to_string());
     let dir = std::env::temp_dir().join(format!("binance-ingest-memory-{}", std::process::id()));
