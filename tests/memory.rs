@@ -201,7 +201,7 @@ fn metrics_agree_with_proc() {
     assert_near("virtual size", metric(&body, "process_virtual_memory_bytes"), size, 16.0 * MIB);
     // The sampler's own figures are up to one interval (100 ms) old.
     assert_near(
-        "sampled RSS",
+        "sampled peak RSS",
         metric(&body, "binance_ingest_memory_resident_peak_bytes"),
         peak,
         4.0 * MIB,

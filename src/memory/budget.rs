@@ -120,14 +120,14 @@ impl Budget {
                 detail: format!(
                     "({} queued + 1 in the pipeline) x {} per batch",
                     config.frame_queue,
-                    format_size(batch)
+                    format_size_rounded(batch)
                 ),
             },
             BudgetItem {
                 name: "reader batches",
                 keys: &["BATCH_SIZE", "MAX_MESSAGE_SIZE", "MAX_STREAMS_PER_CONNECTION"],
                 bytes: readers * batch,
-                detail: format!("{readers} readers x {} held batch", format_size(batch)),
+                detail: format!("{readers} readers x {} held batch", format_size_rounded(batch)),
             },
             BudgetItem {
                 name: "websocket buffers",
