@@ -156,6 +156,9 @@ impl Budget {
                 // Staged lines may overshoot the limit by one ring read and
                 // one record; Vec doubling may leave twice that reserved.
                 // The ring read itself is copied into one more buffer.
+                // NOTE: each part file keeps its buffer's capacity after a
+                // write, so with many busy streams the capacity retained
+                // across files can exceed this line.
                 bytes: 2 * (sink_buffer + READ_CHUNK_BYTES as u64 + message)
                     + READ_CHUNK_BYTES as u64
                     + message,
