@@ -182,6 +182,7 @@ fn run_case(name: &str, count: usize, frame: FrameWriter) {
             instance: "bench".to_string(),
             venue: Venue::Spot,
             flush_interval: Duration::from_secs(1),
+            max_staged_bytes: sink::MAX_STAGED_BYTES,
         },
         ring.clone(),
         sink_stats.clone(),

@@ -6,20 +6,26 @@
 //! 1000 and its reader hands over its last frames, the pipeline drains its
 //! queue into the ring, and the sink writes, flushes and fsyncs what the ring
 //! holds before the process exits.
+//!
+//! The memory sampler starts with the sink and stops last. At the critical
+//! memory level with `MEMORY_EXIT_ON_CRITICAL` set, the same orderly
+//! shutdown runs and [`run`] returns [`Error::MemoryCritical`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, select};
+use crossbeam_channel::{Receiver, Sender, select};
 
 use crate::config::Config;
 use crate::connection::{ConnectionStats, SlotStatus};
 use crate::error::Error;
+use crate::frame::FrameBatch;
 use crate::health::Health;
 use crate::http::{HttpContext, HttpServer, HttpStats};
 use crate::liveness::{Liveness, STALL_AFTER};
+use crate::memory::{Budget, MemorySettings, MemoryStatus};
 use crate::metrics::{Exposition, MetricType, PREFIX};
 use crate::notify::Notifier;
 use crate::pipeline::{self, PipelineSettings, PipelineStats};
@@ -38,6 +44,10 @@ const SECOND_SIGNAL_GRACE: Duration = Duration::from_millis(500);
 /// Exit status after a clean shutdown.
 pub const EXIT_OK: i32 = 0;
 
+/// Cause [`Service::wait`] returns when resident memory reached the
+/// critical level and a shutdown is configured.
+pub const CAUSE_MEMORY_CRITICAL: &str = "critical memory level";
+
 /// A running service.
 pub struct Service {
     health: Arc<Health>,
@@ -47,6 +57,12 @@ pub struct Service {
     http: Option<HttpServer>,
     liveness: Arc<Liveness>,
     notifier: Notifier,
+    memory: Arc<MemoryStatus>,
+    sampler: Option<JoinHandle<()>>,
+    sampler_stop: Option<Sender<()>>,
+    /// Requests from the sampler to shut down; the service keeps a sender
+    /// so the channel never disconnects while it waits.
+    memory_critical: (Sender<()>, Receiver<()>),
 }
 
 /// Starts every thread of the service.
@@ -85,6 +101,8 @@ pub fn start(config: &Config) -> Result<Service, Error> {
              misspelt stream and then sends nothing for it, so check the name"
         );
     }
+    let budget = Budget::worst_case(config);
+    log::info!("{}", budget.log_line(config.memory_limit));
     let tls = crate::tls::client_config(config.ca_file.as_deref())?;
     if config.data_dir.exists() && !config.data_dir.is_dir() {
         return Err(Error::Usage(format!(
@@ -118,12 +136,29 @@ pub fn start(config: &Config) -> Result<Service, Error> {
         instance: config.instance.clone(),
         venue: config.venue,
         flush_interval: config.flush_interval,
+        max_staged_bytes: config.sink_buffer_size,
     };
     let sink =
         sink::spawn(sink_settings, ring.clone(), sink_stats.clone(), liveness.register("sink"))
             .map_err(|source| Error::Spawn { thread: "sink".into(), source })?;
 
+    let memory = Arc::new(MemoryStatus::new());
+    memory.budget_bytes.set(budget.total());
+    health.attach_memory(memory.clone());
+    let (sampler_stop, sampler_stop_rx) = crossbeam_channel::bounded(1);
+    let memory_critical = crossbeam_channel::bounded(1);
+    let sampler = crate::memory::spawn(
+        MemorySettings::from_config(config),
+        memory.clone(),
+        ring.clone(),
+        sampler_stop_rx,
+        memory_critical.0.clone(),
+        liveness.register("memory-sampler"),
+    )
+    .map_err(|source| Error::Spawn { thread: "memory-sampler".into(), source })?;
+
     let (frames, frame_rx) = crossbeam_channel::bounded(config.frame_queue);
+    let frame_queue = frame_rx.clone();
     let (notice_tx, notices) = crossbeam_channel::bounded(64);
     let (control, control_rx) = crossbeam_channel::bounded(64);
     let pipeline_settings = PipelineSettings {
@@ -151,6 +186,8 @@ pub fn start(config: &Config) -> Result<Service, Error> {
         health: health.clone(),
         http: http_stats.clone(),
         started: Instant::now(),
+        memory: memory.clone(),
+        frame_queue,
     });
     let http_context =
         HttpContext { health: health.clone(), ring, metrics: render, stats: http_stats };
@@ -202,6 +239,10 @@ pub fn start(config: &Config) -> Result<Service, Error> {
         http: Some(http),
         liveness,
         notifier,
+        memory,
+        sampler: Some(sampler),
+        sampler_stop: Some(sampler_stop),
+        memory_critical,
     })
 }
 
@@ -211,13 +252,20 @@ impl Service {
         self.http.as_ref().map(HttpServer::address)
     }
 
-    /// Runs until a message arrives on `stop`, sending the systemd watchdog
-    /// keep-alive while every worker checks in.
+    /// Shared memory figures and alerts.
+    pub fn memory(&self) -> &Arc<MemoryStatus> {
+        &self.memory
+    }
+
+    /// Runs until a message arrives on `stop` or the memory sampler requests
+    /// a shutdown ([`CAUSE_MEMORY_CRITICAL`]), sending the systemd
+    /// watchdog keep-alive while every worker checks in.
     pub fn wait(&self, stop: &Receiver<&'static str>) -> &'static str {
         let tick = crossbeam_channel::tick(Duration::from_secs(1));
         loop {
             select! {
                 recv(stop) -> cause => return cause.unwrap_or("stop channel closed"),
+                recv(self.memory_critical.1) -> _ => return CAUSE_MEMORY_CRITICAL,
                 recv(tick) -> _ => {
                     let stalled = self.liveness.stalled(STALL_AFTER);
                     if stalled.is_empty() {
@@ -244,6 +292,8 @@ impl Service {
         join("pipeline", self.pipeline.take());
         log::info!("shutdown: pipeline drained; waiting for the sink to flush and fsync");
         join("sink", self.sink.take());
+        drop(self.sampler_stop.take());
+        join("memory-sampler", self.sampler.take());
         if let Some(http) = self.http.take() {
             http.stop();
         }
@@ -272,6 +322,10 @@ struct MetricSources {
     health: Arc<Health>,
     http: Arc<HttpStats>,
     started: Instant,
+    memory: Arc<MemoryStatus>,
+    /// A receiver clone, only for its length: a sender clone would keep the
+    /// pipeline from seeing the end of input at shutdown.
+    frame_queue: Receiver<FrameBatch>,
 }
 
 fn metrics_renderer(sources: MetricSources) -> Arc<dyn Fn() -> String + Send + Sync> {
@@ -299,6 +353,19 @@ fn metrics_renderer(sources: MetricSources) -> Arc<dyn Fn() -> String + Send + S
         sources.ring.write_metrics(&mut out);
         sources.sink.write_metrics(&mut out);
         sources.http.write_metrics(&mut out);
+        sources.memory.write_metrics(&mut out);
+        out.single_u64(
+            &format!("{PREFIX}frame_queue_length"),
+            MetricType::Gauge,
+            "Frame batches waiting between the readers and the pipeline.",
+            sources.frame_queue.len() as u64,
+        );
+        out.single_u64(
+            &format!("{PREFIX}frame_queue_capacity"),
+            MetricType::Gauge,
+            "Capacity of the frame queue in batches (FRAME_QUEUE).",
+            sources.frame_queue.capacity().unwrap_or(0) as u64,
+        );
         out.finish()
     })
 }
@@ -313,6 +380,7 @@ pub fn run(config: &Config) -> Result<(), Error> {
     let stop = signal_channel()?;
     let service = start(config)?;
     let cause = service.wait(&stop);
+    let memory = service.memory().clone();
     log::info!("received {cause}, shutting down");
 
     let first_signal = Instant::now();
@@ -334,6 +402,9 @@ pub fn run(config: &Config) -> Result<(), Error> {
         .map_err(|source| Error::Spawn { thread: "second-signal".into(), source })?;
 
     service.shutdown();
+    if cause == CAUSE_MEMORY_CRITICAL {
+        return Err(Error::MemoryCritical { resident_bytes: memory.resident_bytes.get() });
+    }
     Ok(())
 }
 

@@ -121,6 +121,34 @@ pub struct Config {
     /// `BINANCE_INGEST_MAX_STREAMS`: upper bound on configured streams, which
     /// bounds every per-stream table. Defaults to 4096.
     pub max_streams: usize,
+    /// `BINANCE_INGEST_SINK_BUFFER_SIZE`: staged bytes after which the sink
+    /// stops reading the ring until its writes catch up. Defaults to 8 MiB.
+    pub sink_buffer_size: usize,
+    /// `BINANCE_INGEST_MEMORY_LIMIT`: ceiling on the worst-case memory
+    /// budget computed from the other limits; start-up fails above it.
+    /// Defaults to 2 GiB.
+    pub memory_limit: u64,
+    /// `BINANCE_INGEST_MEMORY_SAMPLE_INTERVAL`: time between memory samples.
+    /// Defaults to 30 s.
+    pub memory_sample_interval: Duration,
+    /// `BINANCE_INGEST_MEMORY_WINDOW`: span of samples kept for leak
+    /// detection. Defaults to 24 h.
+    pub memory_window: Duration,
+    /// `BINANCE_INGEST_MEMORY_WARMUP`: longest warm-up before leak detection
+    /// starts; it ends earlier once the cache ring has filled. Defaults to 30 min.
+    pub memory_warmup: Duration,
+    /// `BINANCE_INGEST_MEMORY_LEAK_THRESHOLD`: projected RSS growth over 24 h
+    /// that raises the leak alert, in bytes. Defaults to 50 MiB.
+    pub memory_leak_threshold: u64,
+    /// `BINANCE_INGEST_MEMORY_WARN`: RSS that raises the warn alert, in
+    /// bytes. Defaults to 1 GiB.
+    pub memory_warn: u64,
+    /// `BINANCE_INGEST_MEMORY_CRITICAL`: RSS that raises the critical alert,
+    /// in bytes. Defaults to 2 GiB.
+    pub memory_critical: u64,
+    /// `BINANCE_INGEST_MEMORY_EXIT_ON_CRITICAL`: shut down cleanly with exit
+    /// status 75 at the critical level. Defaults to false.
+    pub memory_exit_on_critical: bool,
     /// Origin of each value. It is not a setting, so it never affects
     /// equality. Defaults to [`Source::Default`] for every key.
     pub sources: Sources,
@@ -161,6 +189,15 @@ impl Default for Config {
             http_threads: 2,
             dedup_window: 256,
             max_streams: 4096,
+            sink_buffer_size: 8 << 20,
+            memory_limit: 2 << 30,
+            memory_sample_interval: Duration::from_secs(30),
+            memory_window: Duration::from_secs(24 * 3600),
+            memory_warmup: Duration::from_secs(30 * 60),
+            memory_leak_threshold: 50 << 20,
+            memory_warn: 1 << 30,
+            memory_critical: 2 << 30,
+            memory_exit_on_critical: false,
             sources: Sources::default(),
         }
     }
@@ -235,6 +272,12 @@ impl Config {
             (self.reconnect_min <= self.reconnect_max, "RECONNECT_MIN", "RECONNECT_MAX"),
             (self.max_frame_size <= self.max_message_size, "MAX_FRAME_SIZE", "MAX_MESSAGE_SIZE"),
             (self.batch_size <= self.max_message_size, "BATCH_SIZE", "MAX_MESSAGE_SIZE"),
+            (self.memory_warn <= self.memory_critical, "MEMORY_WARN", "MEMORY_CRITICAL"),
+            (
+                self.memory_sample_interval <= self.memory_window,
+                "MEMORY_SAMPLE_INTERVAL",
+                "MEMORY_WINDOW",
+            ),
         ];
         for (holds, lower, upper) in pairs {
             if !holds {
@@ -246,6 +289,41 @@ impl Config {
                 );
                 return Err(invalid(key(lower), text(lower), problem));
             }
+        }
+        self.validate_memory()
+    }
+
+    /// Checks the sample count of the memory window and the worst-case
+    /// memory budget against `MEMORY_LIMIT`.
+    fn validate_memory(&self) -> Result<(), ConfigError> {
+        let samples =
+            crate::memory::window_samples(self.memory_window, self.memory_sample_interval);
+        if samples > crate::memory::MAX_WINDOW_SAMPLES {
+            let problem = format!(
+                "keeps {samples} samples at {}={}, more than {}; shorten it or raise {}",
+                key("MEMORY_SAMPLE_INTERVAL").env_name(),
+                key("MEMORY_SAMPLE_INTERVAL").value_text(self),
+                crate::memory::MAX_WINDOW_SAMPLES,
+                key("MEMORY_SAMPLE_INTERVAL").env_name(),
+            );
+            return Err(invalid(
+                key("MEMORY_WINDOW"),
+                key("MEMORY_WINDOW").value_text(self),
+                problem,
+            ));
+        }
+        let budget = crate::memory::Budget::worst_case(self);
+        if budget.total() > self.memory_limit {
+            let problem = format!(
+                "the worst-case memory budget is {}, above this limit; {}",
+                format_size(budget.total()),
+                budget.advice()
+            );
+            return Err(invalid(
+                key("MEMORY_LIMIT"),
+                key("MEMORY_LIMIT").value_text(self),
+                problem,
+            ));
         }
         Ok(())
     }

@@ -59,6 +59,13 @@ pub enum Error {
     },
     /// A command-line argument is invalid.
     Usage(String),
+    /// Resident memory reached `MEMORY_CRITICAL` with
+    /// `MEMORY_EXIT_ON_CRITICAL` set; the service shut down cleanly and
+    /// exits with status 75 so that systemd restarts it.
+    MemoryCritical {
+        /// RSS at the last sample, in bytes.
+        resident_bytes: u64,
+    },
 }
 
 impl fmt::Display for Error {
@@ -76,6 +83,11 @@ impl fmt::Display for Error {
                 write!(f, "failed to start thread {thread}: {source}")
             }
             Error::Usage(message) => f.write_str(message),
+            Error::MemoryCritical { resident_bytes } => write!(
+                f,
+                "resident memory {resident_bytes} bytes reached BINANCE_INGEST_MEMORY_CRITICAL; \
+                 shut down for a restart"
+            ),
         }
     }
 }
@@ -86,7 +98,7 @@ impl std::error::Error for Error {
             Error::Config(error) => Some(error),
             Error::File { source, .. } | Error::Spawn { source, .. } => Some(source),
             Error::Bind { source, .. } => Some(source.as_ref()),
-            Error::Tls(_) | Error::Usage(_) => None,
+            Error::Tls(_) | Error::Usage(_) | Error::MemoryCritical { .. } => None,
         }
     }
 }

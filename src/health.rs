@@ -3,16 +3,18 @@
 //! Liveness depends only on this process: every worker thread has checked in
 //! recently. Readiness also needs the exchange: every planned connection is
 //! open and has seen a frame (data or ping) within the stale threshold, the
-//! sink can write, and shutdown has not begun. A `warn` status keeps HTTP 200.
+//! sink can write, and shutdown has not begun. A `warn` status keeps HTTP 200;
+//! an active memory alert gives `warn` on both.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
 
 use crate::connection::{SlotState, SlotStatus};
 use crate::liveness::{Liveness, STALL_AFTER};
+use crate::memory::MemoryStatus;
 use crate::sink::SinkStats;
 
 /// Verdict of one check or of a whole report.
@@ -102,6 +104,7 @@ pub struct Health {
     sink: Arc<SinkStats>,
     stale_after: Duration,
     stopping: AtomicBool,
+    memory: OnceLock<Arc<MemoryStatus>>,
 }
 
 impl Health {
@@ -112,7 +115,20 @@ impl Health {
         sink: Arc<SinkStats>,
         stale_after: Duration,
     ) -> Health {
-        Health { liveness, slots, sink, stale_after, stopping: AtomicBool::new(false) }
+        Health {
+            liveness,
+            slots,
+            sink,
+            stale_after,
+            stopping: AtomicBool::new(false),
+            memory: OnceLock::new(),
+        }
+    }
+
+    /// Adds the `memory` check, `warn` while a memory alert is active, to
+    /// liveness and readiness. Only the first call has an effect.
+    pub fn attach_memory(&self, memory: Arc<MemoryStatus>) {
+        let _ = self.memory.set(memory);
     }
 
     /// Marks the start of shutdown: readiness fails from now on.
@@ -152,7 +168,11 @@ impl Health {
                 unit: None,
             }
         };
-        Report::from_checks(vec![check])
+        let mut checks = vec![check];
+        if let Some(memory) = self.memory.get() {
+            checks.push(memory.health_check());
+        }
+        Report::from_checks(checks)
     }
 
     /// Readiness: live, connected, fresh, writable and not shutting down.
@@ -302,5 +322,21 @@ mod tests {
         assert_eq!(json["status"], "fail");
         assert_eq!(json["checks"]["connection:0"][0]["status"], "fail");
         assert_eq!(json["checks"]["workers"][0]["status"], "pass");
+    }
+
+    #[test]
+    fn memory_alert_warns_but_stays_200() {
+        let (health, slot) = health(Duration::from_secs(60));
+        slot.set_state(SlotState::Open, Some(1));
+        slot.last_frame_ns.store(unix_nanos(), Ordering::Relaxed);
+        let memory = Arc::new(MemoryStatus::new());
+        health.attach_memory(memory.clone());
+        assert_eq!(health.live().status, Status::Pass);
+        memory.set_alert(crate::memory::AlertKind::Leak, true);
+        assert_eq!(health.live().status, Status::Warn);
+        assert_eq!(health.ready().status, Status::Warn);
+        assert_eq!(health.ready().status.http_code(), 200);
+        let json: Value = serde_json::from_str(&health.live().to_json()).unwrap();
+        assert_eq!(json["checks"]["memory"][0]["status"], "warn");
     }
 }

@@ -34,6 +34,7 @@ pub mod http;
 pub mod http_parse;
 pub mod http_server;
 pub mod liveness;
+pub mod memory;
 pub mod metrics;
 pub mod process;
 

@@ -29,11 +29,16 @@ fn main() -> ExitCode {
                 eprintln!("binance-ingest: BINANCE_INGEST_CA_FILE: {error}");
                 return ExitCode::from(2);
             }
-            print!("{}", config.describe());
+            let budget = binance_ingest::memory::Budget::worst_case(&config);
+            print!("{}{}", config.describe(), budget.describe(config.memory_limit));
             ExitCode::SUCCESS
         }
         Command::Run(config) => match app::run(&config) {
             Ok(()) => ExitCode::SUCCESS,
+            Err(error @ binance_ingest::error::Error::MemoryCritical { .. }) => {
+                log::error!("{error}");
+                ExitCode::from(binance_ingest::memory::EXIT_MEMORY_CRITICAL)
+            }
             Err(error) => {
                 log::error!("{error}");
                 ExitCode::FAILURE

@@ -28,8 +28,7 @@ use crate::record::RecordKind;
 use crate::ring::{Cursor, RecordRef, Ring};
 use crate::venue::Venue;
 
-/// Staged bytes after which the sink stops reading from the ring until
-/// writes catch up: 8 MiB.
+/// Default of [`SinkSettings::max_staged_bytes`]: 8 MiB.
 pub const MAX_STAGED_BYTES: usize = 8 << 20;
 
 /// Bytes copied out of the ring per lock hold: 1 MiB.
@@ -64,6 +63,9 @@ pub struct SinkSettings {
     /// Maximum time a record stays staged before it is written. Values above
     /// 1 s are treated as 1 s.
     pub flush_interval: Duration,
+    /// Staged bytes after which the sink stops reading from the ring until
+    /// writes catch up (`SINK_BUFFER_SIZE`). Default [`MAX_STAGED_BYTES`].
+    pub max_staged_bytes: usize,
 }
 
 /// Counters and health of the sink, read by the HTTP threads.
@@ -280,7 +282,7 @@ impl Sink {
             checkin.beat();
             let mut finished = false;
             let mut records_read = 0;
-            if self.staged_bytes < MAX_STAGED_BYTES {
+            if self.staged_bytes < self.settings.max_staged_bytes {
                 // Lines go from ring storage straight into the staging
                 // buffers, one copy, under the ring lock.
                 let outcome =
@@ -321,13 +323,13 @@ impl Sink {
                     break;
                 }
             }
-            if records_read == 0 || self.staged_bytes >= MAX_STAGED_BYTES {
+            if records_read == 0 || self.staged_bytes >= self.settings.max_staged_bytes {
                 let mut wait = CHECKIN_INTERVAL.min(next_flush.saturating_duration_since(now));
                 if let Some(retry_at) = self.retry_at {
                     wait = wait.min(retry_at.saturating_duration_since(now));
                 }
                 let wait = wait.max(Duration::from_millis(1));
-                if self.staged_bytes >= MAX_STAGED_BYTES || finished {
+                if self.staged_bytes >= self.settings.max_staged_bytes || finished {
                     std::thread::sleep(wait);
                 } else {
                     ring.wait(&cursor, wait);
@@ -645,6 +647,7 @@ mod tests {
             instance: "../x".to_string(),
             venue: Venue::Spot,
             flush_interval: Duration::from_secs(1),
+            max_staged_bytes: MAX_STAGED_BYTES,
         };
         let liveness = crate::liveness::Liveness::new();
         let result = spawn(

@@ -76,6 +76,7 @@ impl DataPath {
                 instance: instance.to_string(),
                 venue,
                 flush_interval: Duration::from_millis(50),
+                max_staged_bytes: sink::MAX_STAGED_BYTES,
             },
             ring,
             sink_stats.clone(),

@@ -411,6 +411,96 @@ pub static KEYS: &[Key] = &[
         },
         show: |c| c.max_streams.to_string(),
     },
+    Key {
+        name: "SINK_BUFFER_SIZE",
+        placeholder: "SIZE",
+        help: "staged bytes after which the sink pauses reading the ring, 256KiB to 1GiB",
+        apply: |c, v| {
+            c.sink_buffer_size = size_in(v, 256 << 10, 1 << 30)?;
+            Ok(())
+        },
+        show: |c| format_size(c.sink_buffer_size as u64),
+    },
+    Key {
+        name: "MEMORY_LIMIT",
+        placeholder: "SIZE",
+        help: "start-up fails when the worst-case memory budget exceeds this, 16MiB+",
+        apply: |c, v| {
+            c.memory_limit = bytes_in(v, 16 << 20, 1 << 50)?;
+            Ok(())
+        },
+        show: |c| format_size(c.memory_limit),
+    },
+    Key {
+        name: "MEMORY_SAMPLE_INTERVAL",
+        placeholder: "DURATION",
+        help: "time between memory samples, 10ms to 1h",
+        apply: |c, v| {
+            c.memory_sample_interval = duration_in(v, 10 * MS, HOUR)?;
+            Ok(())
+        },
+        show: |c| format_duration(c.memory_sample_interval),
+    },
+    Key {
+        name: "MEMORY_WINDOW",
+        placeholder: "DURATION",
+        help: "span of memory samples kept for leak detection, 1s to 7d",
+        apply: |c, v| {
+            c.memory_window = duration_in(v, SECOND, 7 * 24 * HOUR)?;
+            Ok(())
+        },
+        show: |c| format_duration(c.memory_window),
+    },
+    Key {
+        name: "MEMORY_WARMUP",
+        placeholder: "DURATION",
+        help: "longest warm-up before leak detection; ends early when the ring is full",
+        apply: |c, v| {
+            c.memory_warmup = duration_in(v, Duration::ZERO, 7 * 24 * HOUR)?;
+            Ok(())
+        },
+        show: |c| format_duration(c.memory_warmup),
+    },
+    Key {
+        name: "MEMORY_LEAK_THRESHOLD",
+        placeholder: "SIZE",
+        help: "projected RSS growth over 24 h that raises the leak alert, 1KiB+",
+        apply: |c, v| {
+            c.memory_leak_threshold = bytes_in(v, 1 << 10, 1 << 50)?;
+            Ok(())
+        },
+        show: |c| format_size(c.memory_leak_threshold),
+    },
+    Key {
+        name: "MEMORY_WARN",
+        placeholder: "SIZE",
+        help: "RSS that raises the memory warn alert, 1MiB to MEMORY_CRITICAL",
+        apply: |c, v| {
+            c.memory_warn = bytes_in(v, 1 << 20, 1 << 50)?;
+            Ok(())
+        },
+        show: |c| format_size(c.memory_warn),
+    },
+    Key {
+        name: "MEMORY_CRITICAL",
+        placeholder: "SIZE",
+        help: "RSS that raises the memory critical alert, 1MiB+",
+        apply: |c, v| {
+            c.memory_critical = bytes_in(v, 1 << 20, 1 << 50)?;
+            Ok(())
+        },
+        show: |c| format_size(c.memory_critical),
+    },
+    Key {
+        name: "MEMORY_EXIT_ON_CRITICAL",
+        placeholder: "BOOL",
+        help: "at critical RSS, shut down cleanly and exit with status 75",
+        apply: |c, v| {
+            c.memory_exit_on_critical = parse_bool(v)?;
+            Ok(())
+        },
+        show: |c| c.memory_exit_on_critical.to_string(),
+    },
 ];
 
 /// Parses a comma-separated list of stream names, removing duplicates and
@@ -500,6 +590,15 @@ fn size_in(text: &str, min: u64, max: u64) -> Result<usize, String> {
     // The bounds above stay below 2^32 on 32-bit targets except for the
     // cache, which such a target could not allocate anyway.
     usize::try_from(bytes).map_err(|_| "larger than this machine's address space".to_string())
+}
+
+/// Like `size_in` for sizes that need not fit in memory, such as limits.
+fn bytes_in(text: &str, min: u64, max: u64) -> Result<u64, String> {
+    let bytes = parse_size(text)?;
+    if !(min..=max).contains(&bytes) {
+        return Err(format!("expected {} to {}", format_size(min), format_size(max)));
+    }
+    Ok(bytes)
 }
 
 fn duration_in(text: &str, min: Duration, max: Duration) -> Result<Duration, String> {

@@ -1,0 +1,420 @@
+//! The memory sampler thread, `memory-sampler`: reads `/proc/self` on a
+//! fixed interval, keeps the sample window, runs leak detection and raises
+//! or clears alerts.
+//!
+//! It reads files into buffers it reuses and stores samples in a window
+//! allocated at start, so once the window is full a sample allocates
+//! nothing that outlives it. (Opening a file and listing `/proc/self/fd`
+//! make short-lived allocations in the standard library.) It never touches
+//! the ingest path except for one short ring lock per sample, and it never
+//! exits the process itself: at the critical level it sends a shutdown
+//! request to the main thread, when so configured.
+
+use std::fs::File;
+use std::io::{self, Read};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use crate::config::Config;
+use crate::liveness::{CHECKIN_INTERVAL, Checkin};
+use crate::ring::Ring;
+
+use super::budget::format_size_rounded;
+use super::leak::{self, Verdict};
+use super::{AlertKind, MemoryStatus, Sample, SampleWindow, window_samples};
+
+/// Fraction of a level that RSS must fall below before its alert clears,
+/// so RSS hovering at a level does not raise the alert again and again.
+const CLEAR_FRACTION: f64 = 0.95;
+
+/// Upper bound of the minimum span of samples for a leak verdict: 1 h.
+/// Windows shorter than 4 h use a quarter of their length.
+const MAX_MIN_SPAN: Duration = Duration::from_secs(3600);
+
+/// Settings of the sampler, taken from [`Config`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemorySettings {
+    /// Time between samples. Default 30 s.
+    pub interval: Duration,
+    /// Span of the sample window. Default 24 h.
+    pub window: Duration,
+    /// Maximum warm-up. It ends earlier once the ring has filled. Default 30 min.
+    pub warmup: Duration,
+    /// Projected growth over 24 h that is a leak, in bytes. Default 50 MiB.
+    pub leak_threshold: u64,
+    /// RSS of the warn alert, in bytes. Default 1 GiB.
+    pub warn: u64,
+    /// RSS of the critical alert, in bytes. Default 2 GiB.
+    pub critical: u64,
+    /// Whether the critical alert requests a shutdown. Default false.
+    pub exit_on_critical: bool,
+}
+
+impl MemorySettings {
+    /// Takes the memory keys of `config`.
+    pub fn from_config(config: &Config) -> MemorySettings {
+        MemorySettings {
+            interval: config.memory_sample_interval,
+            window: config.memory_window,
+            warmup: config.memory_warmup,
+            leak_threshold: config.memory_leak_threshold,
+            warn: config.memory_warn,
+            critical: config.memory_critical,
+            exit_on_critical: config.memory_exit_on_critical,
+        }
+    }
+
+    /// Shortest span of post-warm-up samples that gets a leak verdict: a
+    /// quarter of the window, at most 1 h.
+    pub fn min_span(&self) -> Duration {
+        (self.window / 4).min(MAX_MIN_SPAN)
+    }
+}
+
+/// Sample window, warm-up and alert state: everything the sampler thread
+/// decides, apart from reading `/proc` and waiting.
+#[derive(Debug)]
+pub struct Sampler {
+    settings: MemorySettings,
+    window: SampleWindow,
+    status: Arc<MemoryStatus>,
+    /// Time of the end of warm-up, in seconds since start.
+    warm_from: Option<f64>,
+    last_verdict: Verdict,
+}
+
+impl Sampler {
+    /// Creates the state with an empty window of the configured size.
+    pub fn new(settings: MemorySettings, status: Arc<MemoryStatus>) -> Sampler {
+        let window = SampleWindow::new(window_samples(settings.window, settings.interval));
+        Sampler { settings, window, status, warm_from: None, last_verdict: Verdict::Insufficient }
+    }
+
+    /// Samples kept now.
+    pub fn window(&self) -> &SampleWindow {
+        &self.window
+    }
+
+    /// Records `sample`. `ring_full` is whether the cache ring has filled. Updates the shared status, logs alert changes, and returns
+    /// true when the critical level is reached and a shutdown is configured.
+    pub fn record(&mut self, sample: Sample, ring_full: bool) -> bool {
+        self.window.push(sample);
+        let status = &self.status;
+        status.samples.inc();
+        status.resident_bytes.set(sample.resident_bytes);
+        status.resident_peak_bytes.set(sample.resident_peak_bytes);
+        status.threads.set(u64::from(sample.threads));
+        status.open_fds.set(u64::from(sample.open_fds));
+        status.ring_touched_bytes.set(sample.ring_touched_bytes);
+
+        if self.warm_from.is_none()
+            && (ring_full || sample.at_seconds >= self.settings.warmup.as_secs_f64())
+        {
+            self.warm_from = Some(sample.at_seconds);
+            status.set_warmed_up();
+            log::info!(
+                "memory warm-up ended after_s={:.0} ring_full={ring_full} rss_bytes={}",
+                sample.at_seconds,
+                sample.resident_bytes
+            );
+        }
+        self.assess_growth(&sample);
+        self.check_levels(&sample)
+    }
+
+    fn assess_growth(&mut self, sample: &Sample) {
+        let Some(warm_from) = self.warm_from else {
+            return;
+        };
+        let points = self
+            .window
+            .iter()
+            .filter(move |sample| sample.at_seconds >= warm_from)
+            .map(|sample| (sample.at_seconds, sample.fitted_bytes()));
+        let assessment = leak::assess(
+            points,
+            self.settings.leak_threshold as f64,
+            self.settings.min_span().as_secs_f64(),
+        );
+        let active = assessment.verdict != Verdict::Insufficient;
+        self.status.set_growth(assessment.growth_per_hour, active);
+        let leaking = assessment.verdict == Verdict::Leak;
+        if self.status.set_alert(AlertKind::Leak, leaking) {
+            log::warn!(
+                "memory leak suspected growth_bytes_per_hour={:.0} projected_24h_bytes={:.0} \
+                 threshold_24h_bytes={} rss_bytes={} samples={} span_s={:.0}",
+                assessment.growth_per_hour,
+                assessment.growth_per_day(),
+                self.settings.leak_threshold,
+                sample.resident_bytes,
+                assessment.samples,
+                assessment.span_seconds
+            );
+        } else if self.last_verdict == Verdict::Leak && !leaking {
+            log::info!(
+                "memory leak alert cleared growth_bytes_per_hour={:.0}",
+                assessment.growth_per_hour
+            );
+        }
+        self.last_verdict = assessment.verdict;
+    }
+
+    /// Raises or clears the absolute RSS alerts; returns true when the
+    /// critical level calls for a shutdown.
+    fn check_levels(&mut self, sample: &Sample) -> bool {
+        let rss = sample.resident_bytes;
+        let levels = [
+            (AlertKind::RssWarn, self.settings.warn),
+            (AlertKind::RssCritical, self.settings.critical),
+        ];
+        for (kind, level) in levels {
+            let was = self.status.alert(kind);
+            let now = if was { rss as f64 >= level as f64 * CLEAR_FRACTION } else { rss >= level };
+            if self.status.set_alert(kind, now) {
+                let message = format!(
+                    "memory {} rss_bytes={rss} level_bytes={level} rss={} growth_bytes_per_hour={:.0}",
+                    kind.name(),
+                    format_size_rounded(rss),
+                    self.status.growth_per_hour()
+                );
+                if kind == AlertKind::RssCritical {
+                    log::error!("{message}");
+                } else {
+                    log::warn!("{message}");
+                }
+            } else if was && !now {
+                log::info!("memory {} alert cleared rss_bytes={rss}", kind.name());
+            }
+        }
+        self.settings.exit_on_critical && self.status.alert(AlertKind::RssCritical)
+    }
+}
+
+/// Buffers reused across samples.
+#[derive(Debug)]
+struct ProcReader {
+    text: String,
+    page_size: u64,
+}
+
+impl ProcReader {
+    fn new() -> ProcReader {
+        ProcReader { text: String::with_capacity(4096), page_size: page_size().unwrap_or(4096) }
+    }
+
+    /// Reads one sample; figures that cannot be read are 0.
+    fn read(&mut self, at_seconds: f64, ring_touched_bytes: u64) -> Sample {
+        let mut sample = Sample { at_seconds, ring_touched_bytes, ..Sample::default() };
+        if read_into("/proc/self/statm", &mut self.text).is_ok() {
+            let pages = self.text.split_whitespace().next().and_then(|v| v.parse::<u64>().ok());
+            sample.virtual_bytes = pages.unwrap_or(0) * self.page_size;
+        }
+        if read_into("/proc/self/status", &mut self.text).is_ok() {
+            sample.resident_bytes = status_field(&self.text, "VmRSS:").unwrap_or(0) * 1024;
+            sample.resident_peak_bytes = status_field(&self.text, "VmHWM:").unwrap_or(0) * 1024;
+            sample.threads = status_field(&self.text, "Threads:").unwrap_or(0) as u32;
+        }
+        sample.open_fds = std::fs::read_dir("/proc/self/fd").map_or(0, |dir| dir.count() as u32);
+        sample
+    }
+}
+
+/// Reads one sample of this process now, with no ring share; for tests and
+/// benchmarks that compare against `/metrics`.
+pub fn read_sample() -> Sample {
+    ProcReader::new().read(0.0, 0)
+}
+
+fn read_into(path: &str, text: &mut String) -> io::Result<()> {
+    text.clear();
+    File::open(path)?.read_to_string(text)?;
+    Ok(())
+}
+
+/// Returns the number of a `Key:   123 kB` line of `/proc/self/status`.
+fn status_field(text: &str, key: &str) -> Option<u64> {
+    let line = text.lines().find(|line| line.starts_with(key))?;
+    line[key.len()..].split_whitespace().next()?.parse().ok()
+}
+
+/// Page size from the auxiliary vector (`AT_PAGESZ`, type 6), which the
+/// kernel passes to every process; read as native-endian word pairs.
+fn page_size() -> Option<u64> {
+    const AT_PAGESZ: u64 = 6;
+    let mut bytes = Vec::new();
+    File::open("/proc/self/auxv").and_then(|mut file| file.read_to_end(&mut bytes)).ok()?;
+    let word = std::mem::size_of::<usize>();
+    bytes.chunks_exact(2 * word).find_map(|pair| {
+        let read = |part: &[u8]| -> u64 {
+            let mut buffer = [0u8; 8];
+            buffer[..word].copy_from_slice(part);
+            if word == 8 {
+                u64::from_ne_bytes(buffer)
+            } else {
+                u64::from(u32::from_ne_bytes([buffer[0], buffer[1], buffer[2], buffer[3]]))
+            }
+        };
+        (read(&pair[..word]) == AT_PAGESZ).then(|| read(&pair[word..]))
+    })
+}
+
+/// Starts the `memory-sampler` thread. It samples until `stop` is closed or
+/// receives a message, and sends on `critical` when the critical level is
+/// reached and `MEMORY_EXIT_ON_CRITICAL` is set.
+///
+/// # Errors
+///
+/// Fails when the operating system cannot start a thread.
+pub fn spawn(
+    settings: MemorySettings,
+    status: Arc<MemoryStatus>,
+    ring: Arc<Ring>,
+    stop: Receiver<()>,
+    critical: Sender<()>,
+    checkin: Checkin,
+) -> io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name("memory-sampler".into()).spawn(move || {
+        let interval = settings.interval;
+        let mut sampler = Sampler::new(settings, status);
+        let mut reader = ProcReader::new();
+        let started = Instant::now();
+        let mut touched: u64 = 0;
+        let mut next = started;
+        loop {
+            checkin.beat();
+            let now = Instant::now();
+            if now >= next {
+                let ring_stats = ring.stats();
+                let ring_full = ring_stats.evicted_total > 0;
+                // Before the first eviction the ring has written every byte
+                // up to its high-water mark; after it, the whole buffer.
+                touched = if ring_full {
+                    ring_stats.capacity_bytes
+                } else {
+                    touched.max(ring_stats.used_bytes)
+                };
+                let sample = reader.read(now.duration_since(started).as_secs_f64(), touched);
+                if sampler.record(sample, ring_full) {
+                    let _ = critical.try_send(());
+                }
+                next += interval;
+                if next < now {
+                    // Fell behind (a suspended machine): skip missed samples.
+                    next = now + interval;
+                }
+            }
+            let wait = next.saturating_duration_since(Instant::now()).min(CHECKIN_INTERVAL);
+            match stop.recv_timeout(wait) {
+                Err(RecvTimeoutError::Timeout) => {}
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        log::debug!("memory sampler stopped");
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    fn settings() -> MemorySettings {
+        MemorySettings {
+            interval: Duration::from_secs(30),
+            window: Duration::from_secs(4 * 3600),
+            warmup: Duration::from_secs(600),
+            leak_threshold: 50 * MIB,
+            warn: 500 * MIB,
+            critical: 800 * MIB,
+            exit_on_critical: true,
+        }
+    }
+
+    fn sample(at: f64, resident: u64) -> Sample {
+        Sample { at_seconds: at, resident_bytes: resident, ..Sample::default() }
+    }
+
+    #[test]
+    fn levels_raise_and_clear_alerts() {
+        let status = Arc::new(MemoryStatus::new());
+        let mut sampler = Sampler::new(settings(), status.clone());
+        assert!(!sampler.record(sample(0.0, 100 * MIB), false));
+        assert!(!status.alert(AlertKind::RssWarn));
+        assert!(!sampler.record(sample(30.0, 600 * MIB), false));
+        assert!(status.alert(AlertKind::RssWarn));
+        assert!(sampler.record(sample(60.0, 900 * MIB), false), "critical asks for shutdown");
+        assert!(status.alert(AlertKind::RssCritical));
+        // 770 MiB is within 5 % of the critical level: the alert holds.
+        assert!(sampler.record(sample(90.0, 770 * MIB), false));
+        assert!(!sampler.record(sample(120.0, 100 * MIB), false));
+        assert!(!status.alert(AlertKind::RssCritical));
+        assert!(!status.alert(AlertKind::RssWarn));
+        assert_eq!(status.alerts_raised(AlertKind::RssCritical), 1);
+    }
+
+    #[test]
+    fn leak_alert_after_warm_up_only() {
+        let status = Arc::new(MemoryStatus::new());
+        let mut sampler = Sampler::new(settings(), status.clone());
+        // 10 MiB per minute: a leak from the first sample.
+        let mut at = 0.0;
+        while at < 600.0 {
+            sampler.record(sample(at, 100 * MIB + (at as u64) * (MIB / 6)), false);
+            assert!(!status.alert(AlertKind::Leak), "alert during warm-up at {at}");
+            at += 30.0;
+        }
+        while at < 600.0 + 3700.0 {
+            sampler.record(sample(at, 100 * MIB + (at as u64) * (MIB / 6)), false);
+            at += 30.0;
+        }
+        assert!(status.warmed_up());
+        assert!(status.alert(AlertKind::Leak));
+        let growth = status.growth_per_hour();
+        let truth = 10.0 * 60.0 * MIB as f64;
+        assert!((growth - truth).abs() < 0.1 * truth, "growth {growth} B/h, truth {truth}");
+    }
+
+    #[test]
+    fn ring_fill_is_not_a_leak() {
+        let status = Arc::new(MemoryStatus::new());
+        let mut sampler = Sampler::new(settings(), status.clone());
+        // The ring fills slowly after a short warm-up: RSS grows by exactly
+        // the touched ring bytes, which the fit removes.
+        let mut at = 0.0;
+        while at < 4.0 * 3600.0 {
+            let touched = ((at as u64) * 4096).min(64 * MIB);
+            let resident = 30 * MIB + touched;
+            let full = touched == 64 * MIB;
+            sampler.record(Sample { ring_touched_bytes: touched, ..sample(at, resident) }, full);
+            at += 30.0;
+        }
+        assert!(status.detection_active());
+        assert!(!status.alert(AlertKind::Leak));
+        assert!(status.growth_per_hour().abs() < 1.0, "{}", status.growth_per_hour());
+    }
+
+    #[test]
+    fn full_ring_ends_warm_up() {
+        let status = Arc::new(MemoryStatus::new());
+        let mut sampler = Sampler::new(settings(), status.clone());
+        sampler.record(sample(0.0, 10 * MIB), false);
+        assert!(!status.warmed_up());
+        sampler.record(sample(30.0, 10 * MIB), true);
+        assert!(status.warmed_up());
+    }
+
+    #[test]
+    fn own_process_sample_is_readable() {
+        let sample = read_sample();
+        assert!(sample.resident_bytes > 0);
+        assert!(sample.resident_peak_bytes >= sample.resident_bytes);
+        assert!(sample.virtual_bytes >= sample.resident_bytes);
+        assert!(sample.threads >= 1);
+        assert!(sample.open_fds >= 3);
+        assert_eq!(page_size().map(|size| size.is_power_of_two()), Some(true));
+    }
+}
