@@ -34,6 +34,10 @@ use crate::lograte::LogLimiter;
 use crate::tls;
 use crate::venue::Endpoint;
 
+/// How many batch sizes of frames a reader keeps while the pipeline queue is
+/// full, before it drops them. The memory budget counts the same figure.
+pub const HOLD_FACTOR: usize = 4;
+
 /// Read timeout while no frame is waiting to be handed over. It bounds how
 /// long a command or a stop waits to be seen.
 const IDLE_POLL: Duration = Duration::from_millis(250);
@@ -464,7 +468,8 @@ impl<'a> Session<'a> {
                 self.batch = FrameBatch::new(self.task.connection, self.task.settings.batch_size);
             }
             Err(TrySendError::Full(batch)) => {
-                if batch.payload_bytes() < self.task.settings.batch_size.saturating_mul(4) {
+                let hold_limit = self.task.settings.batch_size.saturating_mul(HOLD_FACTOR);
+                if batch.payload_bytes() < hold_limit {
                     self.batch = batch;
                     return;
                 }

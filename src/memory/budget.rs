@@ -20,7 +20,7 @@ use crate::sink::READ_CHUNK_BYTES;
 
 /// Factor by which a reader's held batch may exceed `BATCH_SIZE` while the
 /// frame queue is full, before the reader drops it (see `reader.rs`).
-pub const HOLD_FACTOR: u64 = 4;
+pub const HOLD_FACTOR: u64 = crate::reader::HOLD_FACTOR as u64;
 
 /// Smallest data frame assumed when counting per-frame metadata (24 bytes
 /// each) in a batch. Binance market-data messages are larger than this.
