@@ -3,78 +3,15 @@
 
 mod support;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use binance_ingest::digest::fnv1a;
-use support::mock::{MockExchange, SentEntry, unique_dir};
+use support::check::{
+    assert_stored_exactly_once, base_settings, complete_sent_log, data_events, sum_of, with,
+};
+use support::mock::{MockExchange, unique_dir};
 use support::service::{Service, StoredRecord, metric_value, stored_gaps, stored_records};
-
-/// Settings every test uses: the mock as endpoint, its CA trusted, short
-/// timers so faults resolve quickly.
-fn base_settings(mock: &MockExchange, streams: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("BINANCE_INGEST_ENDPOINT", mock.endpoint()),
-        ("BINANCE_INGEST_CA_FILE", mock.ca_path().display().to_string()),
-        ("BINANCE_INGEST_STREAMS", streams.to_string()),
-        ("BINANCE_INGEST_INSTANCE", "test".to_string()),
-        ("BINANCE_INGEST_RECONNECT_MIN", "50ms".to_string()),
-        ("BINANCE_INGEST_RECONNECT_MAX", "200ms".to_string()),
-        ("BINANCE_INGEST_FLUSH_INTERVAL", "100ms".to_string()),
-    ]
-}
-
-fn with(
-    mut settings: Vec<(&'static str, String)>,
-    key: &'static str,
-    value: &str,
-) -> Vec<(&'static str, String)> {
-    settings.retain(|(existing, _)| *existing != key);
-    settings.push((key, value.to_string()));
-    settings
-}
-
-fn data_events(entries: &[SentEntry]) -> Vec<&SentEntry> {
-    entries.iter().filter(|entry| entry.stream.is_some()).collect()
-}
-
-/// Waits until the mock has logged the end of every connection it opened,
-/// so its sent-log is complete, and returns it.
-fn complete_sent_log(mock: &MockExchange) -> Vec<SentEntry> {
-    let entries = mock.wait_sent_log(Duration::from_secs(20), |entries| {
-        let opened = entries.iter().filter(|e| e.event.as_deref() == Some("open")).count();
-        let closed = entries.iter().filter(|e| e.event.as_deref() == Some("closed")).count();
-        opened > 0 && opened == closed
-    });
-    let opened = entries.iter().filter(|e| e.event.as_deref() == Some("open")).count();
-    let closed = entries.iter().filter(|e| e.event.as_deref() == Some("closed")).count();
-    assert_eq!(opened, closed, "the mock did not log the end of every connection");
-    entries
-}
-
-/// Asserts that the stored events are exactly the sent ones: each sent
-/// (stream, payload digest) stored once, nothing stored that was not sent.
-fn assert_stored_exactly_once(sent: &[&SentEntry], stored: &[StoredRecord]) {
-    let mut expected: HashSet<(String, String)> = HashSet::new();
-    for entry in sent {
-        let stream = entry.stream.clone().unwrap_or_default();
-        expected.insert((stream, entry.digest.clone().unwrap_or_default()));
-    }
-    let mut seen: HashMap<(String, String), usize> = HashMap::new();
-    for record in stored {
-        let key = (record.stream.clone(), format!("{:016x}", fnv1a(record.data.as_bytes())));
-        *seen.entry(key).or_default() += 1;
-    }
-
-    let duplicated: Vec<_> = seen.iter().filter(|(_, count)| **count > 1).take(5).collect();
-    assert!(duplicated.is_empty(), "stored more than once: {duplicated:?}");
-    let missing: Vec<_> = expected.iter().filter(|key| !seen.contains_key(*key)).take(5).collect();
-    let missing_count = expected.iter().filter(|key| !seen.contains_key(*key)).count();
-    assert!(missing.is_empty(), "{missing_count} sent events not stored, e.g. {missing:?}");
-    let extra: Vec<_> = seen.keys().filter(|key| !expected.contains(*key)).take(5).collect();
-    assert!(extra.is_empty(), "stored events the mock did not send: {extra:?}");
-}
 
 /// Asserts that each record sits in the partition its venue, stream and
 /// receive time (UTC) call for.
@@ -111,14 +48,6 @@ fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
     let year = yoe + era * 400 + i64::from(month <= 2);
     (year, month, day)
-}
-
-/// Sum of the samples whose line starts with `prefix`.
-fn sum_of(body: &str, prefix: &str) -> f64 {
-    body.lines()
-        .filter(|line| line.starts_with(prefix))
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 fn received_frames(service: &Service) -> f64 {

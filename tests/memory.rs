@@ -16,27 +16,25 @@ use support::service::{Service, http_request, metric_value};
 
 const MIB: f64 = 1024.0 * 1024.0;
 
+/// The shared test settings plus a fast memory sampler.
 fn base_settings(mock: &MockExchange, streams: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("BINANCE_INGEST_ENDPOINT", mock.endpoint()),
-        ("BINANCE_INGEST_CA_FILE", mock.ca_path().display().to_string()),
-        ("BINANCE_INGEST_STREAMS", streams.to_string()),
-        ("BINANCE_INGEST_INSTANCE", "test".to_string()),
-        ("BINANCE_INGEST_RECONNECT_MIN", "50ms".to_string()),
-        ("BINANCE_INGEST_RECONNECT_MAX", "200ms".to_string()),
-        ("BINANCE_INGEST_FLUSH_INTERVAL", "100ms".to_string()),
-        ("BINANCE_INGEST_MEMORY_SAMPLE_INTERVAL", "100ms".to_string()),
-        ("BINANCE_INGEST_MEMORY_WINDOW", "30s".to_string()),
-    ]
+    let settings = support::check::base_settings(mock, streams);
+    with(
+        settings,
+        &[
+            ("BINANCE_INGEST_MEMORY_SAMPLE_INTERVAL", "100ms"),
+            ("BINANCE_INGEST_MEMORY_WINDOW", "30s"),
+        ],
+    )
 }
 
+/// Returns `settings` with each of `changes` set, replacing earlier values.
 fn with(
     mut settings: Vec<(&'static str, String)>,
     changes: &[(&'static str, &str)],
 ) -> Vec<(&'static str, String)> {
     for (key, value) in changes {
-        settings.retain(|(existing, _)| existing != key);
-        settings.push((key, value.to_string()));
+        settings = support::check::with(settings, key, value);
     }
     settings
 }
