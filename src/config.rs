@@ -312,6 +312,25 @@ impl Config {
                 problem,
             ));
         }
+        // A full cache ring alone reaches CACHE_SIZE of RSS, so a critical
+        // level at or below it would fire on every healthy run, and with
+        // MEMORY_EXIT_ON_CRITICAL the service would restart in a loop.
+        let ring_floor = self.cache_size as u64 + crate::memory::FIXED_BASE_BYTES;
+        if self.memory_critical <= ring_floor {
+            let problem = format!(
+                "must be above {}={} plus the service's own {} of memory, which a full \
+                 cache ring reaches on every healthy run; raise it or lower {}",
+                key("CACHE_SIZE").env_name(),
+                key("CACHE_SIZE").value_text(self),
+                format_size(crate::memory::FIXED_BASE_BYTES),
+                key("CACHE_SIZE").env_name(),
+            );
+            return Err(invalid(
+                key("MEMORY_CRITICAL"),
+                key("MEMORY_CRITICAL").value_text(self),
+                problem,
+            ));
+        }
         let budget = crate::memory::Budget::worst_case(self);
         if budget.total() > self.memory_limit {
             let problem = format!(

@@ -402,3 +402,16 @@ fn compressed_timers_are_accepted() {
     assert_eq!(config.effective_stale_after(), Duration::from_secs(1));
     assert_eq!(config.stream_stale_after[1], ("ethusdt@trade".into(), Duration::from_millis(1500)));
 }
+
+#[test]
+fn critical_level_must_exceed_full_ring() {
+    let settings = [
+        setting("CACHE_SIZE", "1GiB", Source::File),
+        setting("MEMORY_WARN", "512MiB", Source::File),
+        setting("MEMORY_CRITICAL", "1GiB", Source::File),
+    ];
+    let error = config_error(Config::resolve(settings));
+    let message = error.to_string();
+    assert_eq!(error.key, "BINANCE_INGEST_MEMORY_CRITICAL", "{message}");
+    assert!(message.contains("BINANCE_INGEST_CACHE_SIZE"), "{message}");
+}
