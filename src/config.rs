@@ -315,14 +315,12 @@ impl Config {
         // A full cache ring alone reaches CACHE_SIZE of RSS, so a critical
         // level at or below it would fire on every healthy run, and with
         // MEMORY_EXIT_ON_CRITICAL the service would restart in a loop.
-        let ring_floor = self.cache_size as u64 + crate::memory::FIXED_BASE_BYTES;
-        if self.memory_critical <= ring_floor {
+        if self.memory_critical <= self.cache_size as u64 {
             let problem = format!(
-                "must be above {}={} plus the service's own {} of memory, which a full \
-                 cache ring reaches on every healthy run; raise it or lower {}",
+                "must be above {}={}, which a full cache ring reaches on every healthy run; \
+                 raise it or lower {}",
                 key("CACHE_SIZE").env_name(),
                 key("CACHE_SIZE").value_text(self),
-                format_size(crate::memory::FIXED_BASE_BYTES),
                 key("CACHE_SIZE").env_name(),
             );
             return Err(invalid(

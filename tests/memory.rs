@@ -330,8 +330,9 @@ fn critical_level_exits_with_status_75() {
     let settings = with(
         base_settings(&mock, "btcusdt@trade"),
         &[
-            ("BINANCE_INGEST_MEMORY_WARN", "1MiB"),
-            ("BINANCE_INGEST_MEMORY_CRITICAL", "1MiB"),
+            ("BINANCE_INGEST_MEMORY_WARN", "2MiB"),
+            // Just above the ring, the lowest critical level accepted.
+            ("BINANCE_INGEST_MEMORY_CRITICAL", "2MiB"),
             ("BINANCE_INGEST_MEMORY_EXIT_ON_CRITICAL", "true"),
             // The first sample is taken at start; a later one keeps the
             // exit after the HTTP listener is up.
