@@ -190,6 +190,7 @@ fn run(task: ReaderTask, commands: Receiver<Command>) {
 
             let mut session = Session::new(&task, socket);
             let reason = session.read_loop(&commands);
+            session.send_end_marker();
             task.stats.open.set(task.stats.open.get().saturating_sub(1));
             (reason, Some(opened_at.elapsed()), session.frames)
         }
@@ -503,6 +504,19 @@ impl<'a> Session<'a> {
                     FINAL_SEND_WAIT
                 );
             }
+        }
+    }
+
+    /// Tells the pipeline, behind the last frames, that this connection
+    /// ended, so it can hand an overlap's streams to the other connection.
+    fn send_end_marker(&mut self) {
+        let marker = FrameBatch::end_of(self.task.connection);
+        if self.task.frames.send_timeout(marker, FINAL_SEND_WAIT).is_err() {
+            log::warn!(
+                "conn={} could not tell the pipeline that the connection ended within {:?}",
+                self.task.connection,
+                FINAL_SEND_WAIT
+            );
         }
     }
 

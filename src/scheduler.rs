@@ -499,7 +499,8 @@ impl Scheduler {
             }
             slot.overlap_until = None;
             slot.status.set_replacement(None);
-            let _ = self.context.control.try_send(Control::CancelOverlap { new: connection });
+            // The reader's end marker, behind its last frames, tells the
+            // pipeline to keep the old connection as the authority.
             let delay = slot.backoff.next_delay();
             log::warn!(
                 "replacement slot={index} conn={connection} failed: {reason}; retry in {delay:?}"

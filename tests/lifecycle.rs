@@ -423,3 +423,90 @@ fn sparse_stream_stays_connected() {
     let limited = sent.iter().filter(|e| e.reason.as_deref().unwrap_or("").contains("1008"));
     assert_eq!(limited.count(), 0, "control frames stayed within the venue's rate");
 }
+
+/// Settings of the overlap tests: one trade stream, rotation without jitter
+/// and a short first backoff step.
+fn overlap_settings(
+    mock: &MockExchange,
+    rotate: &str,
+    overlap: &str,
+) -> Vec<(&'static str, String)> {
+    let settings = heartbeat_settings(mock, "btcusdt@trade");
+    let settings = with(settings, "BINANCE_INGEST_ROTATE_INTERVAL", rotate);
+    let settings = with(settings, "BINANCE_INGEST_ROTATE_JITTER", "0");
+    let settings = with(settings, "BINANCE_INGEST_OVERLAP_TIMEOUT", overlap);
+    let settings = with(settings, "BINANCE_INGEST_RECONNECT_MIN", "50ms");
+    with(settings, "BINANCE_INGEST_FLUSH_INTERVAL", "50ms")
+}
+
+#[test]
+fn overlap_survives_both_connections_ending() {
+    // Connection 1 stalls just before its rotation at 3 s and the stale
+    // watchdog ends it. Its replacement, connection 2, is dropped 1.5 s
+    // after it opened, before the overlap deadline.
+    let mock = MockExchange::start(&[
+        "--rate",
+        "50",
+        "--ping-interval",
+        PING,
+        "--fault",
+        "at=2800ms conn=1 stall=5s",
+        "--fault",
+        "at=1500ms conn=2 drop",
+    ]);
+    let dir = unique_dir("overlap-both-end");
+    let settings = overlap_settings(&mock, "3s", "2900ms");
+    let settings = with(settings, "BINANCE_INGEST_STALE_AFTER", "1200ms");
+    let mut service = Service::start(&dir, &settings);
+
+    service.wait_for("a third connection with data", Duration::from_secs(30), |s| {
+        metric(s, "binance_ingest_connects_total") >= 3.0
+            && metric(s, "binance_ingest_events_total{stream=\"btcusdt@trade\"}") >= 250.0
+    });
+    assert!(service.terminate().success(), "{}", service.log_text());
+
+    let sent = complete_sent_log(&mock);
+    let from_replacement = sent.iter().filter(|e| e.conn == 2 && e.stream.is_some()).count();
+    assert!(from_replacement > 20, "connection 2 sent {from_replacement} events");
+    let stored = stored_records(service.data_dir());
+    assert_stored_exactly_once(&data_events(&sent), &stored);
+    // Only the ids that no connection sent may be reported missing.
+    let sent_ids: std::collections::HashSet<u64> = sent.iter().filter_map(|e| e.id).collect();
+    for gap in stored_gaps(service.data_dir()) {
+        let first = gap["gap"]["first"].as_u64().expect("gap first");
+        let last = gap["gap"]["last"].as_u64().expect("gap last");
+        let received = (first..=last).filter(|id| sent_ids.contains(id)).count();
+        assert_eq!(received, 0, "gap {first}..={last} covers {received} sent ids");
+    }
+}
+
+#[test]
+fn stream_threshold_spares_the_replacement() {
+    // Connection 1 stalls just before its rotation, so during the overlap
+    // only the replacement delivers the stream, and its events are held.
+    let mock = MockExchange::start(&[
+        "--rate",
+        "50",
+        "--ping-interval",
+        PING,
+        "--fault",
+        "at=1900ms conn=1 stall=5s",
+    ]);
+    let dir = unique_dir("stream-stale-hold");
+    let settings = overlap_settings(&mock, "2s", "1900ms");
+    let settings = with(settings, "BINANCE_INGEST_STALE_AFTER", "3s");
+    let settings = with(settings, "BINANCE_INGEST_STREAM_STALE_AFTER", "btcusdt@trade=800ms");
+    let mut service = Service::start(&dir, &settings);
+
+    service.wait_for("the replacement took over", Duration::from_secs(30), |s| {
+        metric(s, "binance_ingest_connects_total") >= 2.0
+            && metric(s, "binance_ingest_events_total{stream=\"btcusdt@trade\"}") >= 250.0
+    });
+    assert!(service.terminate().success(), "{}", service.log_text());
+    let sent = complete_sent_log(&mock);
+    let closed = sent.iter().find(|e| e.conn == 2 && e.event.as_deref() == Some("closed"));
+    let reason = closed.and_then(|e| e.reason.clone()).unwrap_or_default();
+    assert!(reason.contains("1000"), "the replacement ended early: {reason}");
+    let stored = stored_records(service.data_dir());
+    assert_stored_exactly_once(&data_events(&sent), &stored);
+}
