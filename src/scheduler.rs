@@ -146,6 +146,10 @@ struct Slot {
     attempted: bool,
     /// Whether the slot waits out HTTP 429 or 418.
     rate_limited: bool,
+    /// Why the replacement must rotate as soon as it becomes current: its
+    /// rotation fell due, or the server announced a shutdown, before the
+    /// switch.
+    rotate_after_switch: Option<&'static str>,
 }
 
 struct Scheduler {
@@ -189,6 +193,7 @@ impl Scheduler {
                 overlap_until: None,
                 attempted: false,
                 rate_limited: false,
+                rotate_after_switch: None,
             })
             .collect();
         let (events, event_rx) = crossbeam_channel::unbounded();
@@ -424,6 +429,24 @@ impl Scheduler {
             slot.retired.push(old);
         }
         slot.status.set_state(SlotState::Open, Some(new_connection));
+        self.start_deferred_rotation(index);
+    }
+
+    /// Starts the rotation that fell due while the slot's current
+    /// connection was still a replacement.
+    fn start_deferred_rotation(&mut self, index: usize) {
+        let slot = &mut self.slots[index];
+        let Some(cause) = slot.rotate_after_switch.take() else { return };
+        let Some(current) = slot.current.as_ref() else { return };
+        if slot.replacement.is_some() || slot.replace_at.is_some() {
+            return;
+        }
+        log::info!(
+            "deferred rotation slot={index} conn={} cause={cause}, opening a replacement",
+            current.connection
+        );
+        self.context.stats.rotations.inc(cause);
+        slot.replace_at = Some(Instant::now());
     }
 
     fn on_overlap_done(&mut self, old: ConnectionId, new: ConnectionId, met: bool) {
@@ -441,6 +464,16 @@ impl Scheduler {
 
     fn on_rotate_due(&mut self, index: usize, connection: ConnectionId) {
         let Some(slot) = self.slots.get_mut(index) else { return };
+        if slot.replacement.as_ref().is_some_and(|h| h.connection == connection) {
+            // The timer fires once per connection, so the rotation waits
+            // for the switch instead of being lost.
+            log::info!(
+                "rotation due slot={index} conn={connection} before it replaced the old one, \
+                 rotating after the switch"
+            );
+            slot.rotate_after_switch.get_or_insert("schedule");
+            return;
+        }
         let is_current = slot.current.as_ref().is_some_and(|h| h.connection == connection);
         if !is_current || slot.replacement.is_some() || slot.replace_at.is_some() {
             return;
@@ -498,6 +531,7 @@ impl Scheduler {
                 join_reader(handle);
             }
             slot.overlap_until = None;
+            slot.rotate_after_switch = None;
             slot.status.set_replacement(None);
             // The reader's end marker, behind its last frames, tells the
             // pipeline to keep the old connection as the authority.
@@ -527,6 +561,7 @@ impl Scheduler {
             slot.status.set_replacement(None);
             slot.overlap_until = None;
             slot.current = Some(replacement);
+            self.start_deferred_rotation(index);
             return;
         }
 

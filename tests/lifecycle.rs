@@ -510,3 +510,35 @@ fn stream_threshold_spares_the_replacement() {
     let stored = stored_records(service.data_dir());
     assert_stored_exactly_once(&data_events(&sent), &stored);
 }
+
+#[test]
+fn rotation_due_before_switch_is_kept() {
+    // Connection 1 stalls just before its rotation at 1 s, so connection 2
+    // replaces it only at the overlap deadline, 900 ms after its first
+    // data, which comes 300 ms after its open. Its own rotation falls due
+    // 1 s after its open, before that switch.
+    let mock = MockExchange::start(&[
+        "--rate",
+        "50",
+        "--ping-interval",
+        PING,
+        "--fault",
+        "at=900ms conn=1 stall=5s",
+        "--fault",
+        "at=0ms conn=2 no-data=300ms",
+    ]);
+    let dir = unique_dir("rotation-before-switch");
+    let settings = overlap_settings(&mock, "1s", "900ms");
+    let settings = with(settings, "BINANCE_INGEST_STALE_AFTER", "3s");
+    let mut service = Service::start(&dir, &settings);
+
+    service.wait_for("connection 2 rotated", Duration::from_secs(15), |s| {
+        metric(s, "binance_ingest_rotations_total{cause=\"schedule\"}") >= 2.0
+            && metric(s, "binance_ingest_connects_total") >= 3.0
+    });
+    assert!(service.log_contains("rotating after the switch"), "{}", service.log_text());
+    assert!(service.terminate().success(), "{}", service.log_text());
+    let sent = complete_sent_log(&mock);
+    let stored = stored_records(service.data_dir());
+    assert_stored_exactly_once(&data_events(&sent), &stored);
+}
