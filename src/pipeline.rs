@@ -83,9 +83,16 @@ pub enum Control {
         new: ConnectionId,
         /// Streams both connections carry.
         streams: Vec<String>,
-        /// Time from the new connection's first frame until every stream
-        /// switches, met or not.
+        /// Time from the new connection's open, and again from its first
+        /// data frame, until every stream switches, met or not.
         timeout: Duration,
+    },
+    /// The replacement's handshake completed. Its overlap expires after
+    /// the timeout from now unless its first data frame restarts it, so a
+    /// replacement that carries only quiet streams still takes over.
+    ReplacementOpened {
+        /// The replacement.
+        new: ConnectionId,
     },
     /// The replacement failed or ended; `old` stays the authority. The
     /// replacement's held events are kept and stored in key order as the
@@ -343,10 +350,12 @@ struct ActiveOverlap {
     new: ConnectionId,
     streams: Vec<Box<str>>,
     timeout: Duration,
-    /// Set at the new connection's first frame. Until then the overlap
-    /// neither finishes nor expires, so a slow handshake cannot hand the
-    /// streams to a connection that delivers nothing yet.
+    /// Set when the new connection opens, and again at its first frame.
+    /// Until it opens the overlap neither finishes nor expires, so a slow
+    /// handshake cannot hand the streams to a connection that is not there.
     deadline: Option<Instant>,
+    /// Whether the new connection delivered a frame.
+    delivered: bool,
 }
 
 /// Connections whose end the pipeline remembers, so an overlap announced
@@ -429,8 +438,16 @@ impl Pipeline {
                 }
                 log::debug!("overlap begins old={old} new={new} streams={}", streams.len());
                 let streams = streams.into_iter().map(String::into_boxed_str).collect();
-                let overlap = ActiveOverlap { old, new, streams, timeout, deadline: None };
+                let overlap =
+                    ActiveOverlap { old, new, streams, timeout, deadline: None, delivered: false };
                 self.overlaps.push(overlap);
+            }
+            Control::ReplacementOpened { new } => {
+                for overlap in &mut self.overlaps {
+                    if overlap.new == new && overlap.deadline.is_none() {
+                        overlap.deadline = Some(Instant::now() + overlap.timeout);
+                    }
+                }
             }
             Control::CancelOverlap { new } => {
                 self.records.clear();
@@ -580,14 +597,22 @@ impl Pipeline {
             .cloned()
             .collect();
         for stream in &pending {
-            log::warn!(
-                "overlap ended before the sequences met stream={stream} old={} new={}",
-                overlap.old,
-                overlap.new
-            );
-            if let Some(tracked) = self.streams.get_mut(stream) {
-                tracked.sequence.force_switch();
+            let Some(tracked) = self.streams.get_mut(stream) else { continue };
+            if tracked.held.is_empty() {
+                // A quiet stream: with nothing held there is nothing to meet.
+                log::debug!(
+                    "overlap ended with nothing held stream={stream} old={} new={}",
+                    overlap.old,
+                    overlap.new
+                );
+            } else {
+                log::warn!(
+                    "overlap ended before the sequences met stream={stream} old={} new={}",
+                    overlap.old,
+                    overlap.new
+                );
             }
+            tracked.sequence.force_switch();
             self.release_held(stream);
         }
         let met = pending.is_empty();
@@ -622,7 +647,8 @@ impl Pipeline {
             return;
         }
         for overlap in &mut self.overlaps {
-            if overlap.new == connection && overlap.deadline.is_none() {
+            if overlap.new == connection && !overlap.delivered {
+                overlap.delivered = true;
                 overlap.deadline = Some(Instant::now() + overlap.timeout);
             }
         }
@@ -937,6 +963,20 @@ mod tests {
         assert!(lines.iter().any(|line| line.contains(r#""first":11,"last":14,"missing":4"#)));
         assert_eq!(stored_trade_ids(&ring), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 15, 16]);
         assert_eq!(pipeline.stats.overlaps_expired.get(), 1);
+    }
+
+    #[test]
+    fn quiet_replacement_expires_from_open() {
+        let (mut pipeline, ring, notices) = pipeline(8);
+        let timeout = Duration::from_millis(300);
+        process_trades(&mut pipeline, 1, &trades(1..=10));
+        begin(&mut pipeline, timeout);
+        pipeline.control(Control::ReplacementOpened { new: 2 });
+        pipeline.check_overlaps(Instant::now() + timeout);
+        assert_eq!(notices.try_recv(), Ok(Notice::OverlapDone { old: 1, new: 2, met: false }));
+        process_trades(&mut pipeline, 2, &trades(11..=12));
+        assert_eq!(stored_trade_ids(&ring), (1..=12).collect::<Vec<u64>>());
+        assert!(!stored_lines(&ring).iter().any(|line| line.contains("\"gap\"")));
     }
 
     #[test]

@@ -139,7 +139,8 @@ struct Slot {
     retry_at: Option<Instant>,
     replace_at: Option<Instant>,
     /// When the scheduler closes the old connection even without the
-    /// pipeline's report; set at the replacement's first data.
+    /// pipeline's report; set at the replacement's open and again at its
+    /// first data.
     overlap_until: Option<Instant>,
     /// Whether a connection was attempted before, so the next attempt is a
     /// reconnect.
@@ -365,6 +366,16 @@ impl Scheduler {
                     entry.rate_limited = false;
                     if !self.slots.iter().any(|s| s.rate_limited) {
                         self.context.stats.rate_limited.set(0);
+                    }
+                }
+                if !role.is_empty() {
+                    // Quiet streams may deliver no data on the replacement,
+                    // so the overlap deadline also runs from its open.
+                    self.slots[slot].overlap_until =
+                        Some(Instant::now() + self.settings.overlap_timeout + OVERLAP_GRACE);
+                    let opened = Control::ReplacementOpened { new: connection };
+                    if self.context.control.try_send(opened).is_err() {
+                        log::warn!("slot={slot} pipeline control queue full; open not announced");
                     }
                 }
                 let entry = &self.slots[slot];

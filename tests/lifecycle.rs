@@ -542,3 +542,33 @@ fn rotation_due_before_switch_is_kept() {
     let stored = stored_records(service.data_dir());
     assert_stored_exactly_once(&data_events(&sent), &stored);
 }
+
+#[test]
+fn quiet_connection_finishes_rotations() {
+    // The mock accepts kline streams but never sends on them, so the
+    // replacement delivers no data. The mock cuts every connection at 4 s.
+    let mock = MockExchange::start(&[
+        "--rate",
+        "1",
+        "--ping-interval",
+        PING,
+        "--max-connection-age",
+        "4s",
+    ]);
+    let dir = unique_dir("quiet-rotation");
+    let settings = overlap_settings(&mock, "1s", "500ms");
+    let settings = with(settings, "BINANCE_INGEST_STREAMS", "btcusdt@kline_1m");
+    let settings = with(settings, "BINANCE_INGEST_STALE_AFTER", "2s");
+    let settings = with(settings, "BINANCE_INGEST_DATA_STALE_AFTER", "0s");
+    let mut service = Service::start(&dir, &settings);
+
+    service.wait_for("3 finished rotations", Duration::from_secs(20), |s| {
+        metric(s, "binance_ingest_disconnects_total{reason=\"rotated\"}") >= 3.0
+    });
+    let (_, metrics) = service.get("/metrics");
+    assert!(service.terminate().success(), "{}", service.log_text());
+    assert_eq!(sum_of(&metrics, "binance_ingest_gaps_total{"), 0.0, "{metrics}");
+    let sent = complete_sent_log(&mock);
+    let cuts = sent.iter().filter(|e| e.event.as_deref() == Some("max-age")).count();
+    assert_eq!(cuts, 0, "the mock's cut came before a rotation");
+}
