@@ -546,11 +546,26 @@ impl Scheduler {
             slot.status.set_replacement(None);
             // The reader's end marker, behind its last frames, tells the
             // pipeline to keep the old connection as the authority.
-            let delay = slot.backoff.next_delay();
-            log::warn!(
-                "replacement slot={index} conn={connection} failed: {reason}; retry in {delay:?}"
-            );
+            let delay = reconnect_delay(&reason, &mut slot.backoff);
+            if matches!(reason, EndReason::Rejected { status: 418 | 429, .. }) {
+                slot.rate_limited = true;
+                self.context.stats.rate_limited.set(1);
+            }
             slot.replace_at = Some(Instant::now() + delay);
+            let delay_ms = delay.as_millis();
+            if needs_operator(&reason) {
+                log::error!(
+                    "replacement slot={index} conn={connection} failed: {reason}; \
+                     retry in {delay_ms} ms (step {})",
+                    slot.backoff.step()
+                );
+            } else {
+                log::warn!(
+                    "replacement slot={index} conn={connection} failed: {reason}; \
+                     retry in {delay_ms} ms (step {})",
+                    slot.backoff.step()
+                );
+            }
             return;
         }
         if slot.current.as_ref().is_none_or(|h| h.connection != connection) {
@@ -591,20 +606,17 @@ impl Scheduler {
             |up| format!("up {:.1} s", up.as_secs_f64()),
         );
         let delay_ms = delay.as_millis();
-        match &reason {
-            // A person must act on these: a ban, a rate limit, or a
-            // certificate that does not verify, which retrying cannot fix.
-            EndReason::Rejected { status: 418 | 429 | 403 | 451, .. } | EndReason::Tls { .. } => {
-                log::error!(
-                    "slot={index} conn={connection} {reason}; reconnect in {delay_ms} ms (step {})",
-                    slot.backoff.step()
-                )
-            }
-            _ => log::warn!(
+        if needs_operator(&reason) {
+            log::error!(
+                "slot={index} conn={connection} {reason}; reconnect in {delay_ms} ms (step {})",
+                slot.backoff.step()
+            );
+        } else {
+            log::warn!(
                 "disconnected slot={index} conn={connection} ({up}, {frames} frames): {reason}; \
                  reconnect in {delay_ms} ms (step {})",
                 slot.backoff.step()
-            ),
+            );
         }
     }
 
@@ -665,6 +677,16 @@ pub fn reconnect_delay(reason: &EndReason, backoff: &mut Backoff) -> Duration {
         }
         _ => delay,
     }
+}
+
+/// Returns whether a person must act on `reason`: a ban, a rate limit,
+/// denied access, or a certificate that does not verify, which retrying
+/// cannot fix.
+fn needs_operator(reason: &EndReason) -> bool {
+    matches!(
+        reason,
+        EndReason::Rejected { status: 418 | 429 | 403 | 451, .. } | EndReason::Tls { .. }
+    )
 }
 
 fn join_reader(handle: ReaderHandle) {

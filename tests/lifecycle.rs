@@ -572,3 +572,47 @@ fn quiet_connection_finishes_rotations() {
     let cuts = sent.iter().filter(|e| e.event.as_deref() == Some("max-age")).count();
     assert_eq!(cuts, 0, "the mock's cut came before a rotation");
 }
+
+#[test]
+fn replacement_waits_out_rate_limit() {
+    // Connection 1 rotates at 1 s, before the mock rejects handshakes with
+    // 429 from 1.5 s to 4.5 s. Connection 2's rotations fall in that window.
+    let mock = MockExchange::start(&[
+        "--rate",
+        "50",
+        "--ping-interval",
+        PING,
+        "--fault",
+        "at=1500ms reject=429 retry-after=2 for=3s",
+    ]);
+    let dir = unique_dir("replacement-429");
+    let settings = overlap_settings(&mock, "1s", "500ms");
+    let settings = with(settings, "BINANCE_INGEST_RECONNECT_MIN", "100ms");
+    let settings = with(settings, "BINANCE_INGEST_RECONNECT_MAX", "1s");
+    let mut service = Service::start(&dir, &settings);
+
+    service.wait_for("a rejected replacement and the alert", Duration::from_secs(20), |s| {
+        metric(s, "binance_ingest_handshake_rejections_total{status=\"429\"}") >= 1.0
+            && metric(s, "binance_ingest_rate_limited") == 1.0
+    });
+    service.wait_for("a replacement after the window", Duration::from_secs(20), |s| {
+        metric(s, "binance_ingest_disconnects_total{reason=\"rotated\"}") >= 2.0
+    });
+    assert_eq!(metric(&service, "binance_ingest_rate_limited"), 0.0, "alert clears");
+    assert!(service.terminate().success());
+    assert!(service.log_contains("ERROR"), "{}", service.log_text());
+
+    let log = raw_sent_log(&mock);
+    let attempts: Vec<&serde_json::Value> =
+        log.iter().filter(|e| e["fault"] == "reject" || e["event"] == "open").collect();
+    let rejects = attempts.iter().filter(|e| e["fault"] == "reject").count();
+    assert!(rejects >= 1, "{rejects} rejections logged");
+    for pair in attempts.windows(2) {
+        if pair[0]["fault"] != "reject" {
+            continue;
+        }
+        let waited = pair[1]["at_ms"].as_u64().unwrap() - pair[0]["at_ms"].as_u64().unwrap();
+        let window = pair[0]["retry_after"].as_u64().unwrap() * 1000;
+        assert!(waited + 50 >= window, "attempt {waited} ms after a Retry-After of {window} ms");
+    }
+}
