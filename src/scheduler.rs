@@ -499,7 +499,7 @@ impl Scheduler {
             slot.current.as_ref().is_some_and(|handle| handle.connection == connection)
         });
         let Some(index) = found else {
-            log::debug!("serverShutdown on conn={connection}, which is no longer current");
+            self.on_replacement_shutdown(connection);
             return;
         };
         let slot = &mut self.slots[index];
@@ -508,6 +508,23 @@ impl Scheduler {
             self.context.stats.rotations.inc("server_shutdown");
             slot.replace_at = Some(Instant::now());
         }
+    }
+
+    /// Remembers a `serverShutdown` on a replacement, so it rotates as
+    /// soon as it becomes current, before the server closes it.
+    fn on_replacement_shutdown(&mut self, connection: ConnectionId) {
+        let found = self.slots.iter().position(|slot| {
+            slot.replacement.as_ref().is_some_and(|handle| handle.connection == connection)
+        });
+        let Some(index) = found else {
+            log::info!("serverShutdown on conn={connection}, which is no longer open");
+            return;
+        };
+        log::info!(
+            "serverShutdown on replacement slot={index} conn={connection}, \
+             rotating after the switch"
+        );
+        self.slots[index].rotate_after_switch = Some("server_shutdown");
     }
 
     fn on_ended(

@@ -616,3 +616,41 @@ fn replacement_waits_out_rate_limit() {
         assert!(waited + 50 >= window, "attempt {waited} ms after a Retry-After of {window} ms");
     }
 }
+
+#[test]
+fn shutdown_on_replacement_rotates_after_switch() {
+    // Connection 1 stalls just before its rotation at 2 s. The mock
+    // announces a shutdown on connection 2 at 200 ms and closes it 1.5 s
+    // later. The stale watchdog ends connection 1 first, so connection 2
+    // takes over and must be replaced before the server closes it.
+    let mock = MockExchange::start(&[
+        "--rate",
+        "50",
+        "--ping-interval",
+        PING,
+        "--fault",
+        "at=1900ms conn=1 stall=5s",
+        "--fault",
+        "at=200ms conn=2 shutdown=1500ms",
+    ]);
+    let dir = unique_dir("replacement-shutdown");
+    let settings = overlap_settings(&mock, "2s", "1900ms");
+    let mut service = Service::start(&dir, &settings);
+
+    service.wait_for("connection 3 with data", Duration::from_secs(20), |s| {
+        metric(s, "binance_ingest_rotations_total{cause=\"server_shutdown\"}") >= 1.0
+            && metric(s, "binance_ingest_connects_total") >= 3.0
+            && metric(s, "binance_ingest_disconnects_total{reason=\"rotated\"}") >= 1.0
+    });
+    assert!(service.terminate().success(), "{}", service.log_text());
+
+    let sent = complete_sent_log(&mock);
+    let replacement_open = event_time(&sent, 3, "open").expect("connection 3 opened");
+    let announced_closed = event_time(&sent, 2, "closed").expect("connection 2 closed");
+    assert!(replacement_open < announced_closed, "connection 3 opened after 2 closed");
+    let close = sent.iter().find(|e| e.conn == 2 && e.event.as_deref() == Some("closed"));
+    let reason = close.and_then(|e| e.reason.clone()).unwrap_or_default();
+    assert!(reason.contains("1000"), "the server closed connection 2: {reason}");
+    let stored = stored_records(service.data_dir());
+    assert_stored_exactly_once(&data_events(&sent), &stored);
+}
