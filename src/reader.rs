@@ -191,7 +191,7 @@ fn run(task: ReaderTask, commands: Receiver<Command>) {
             let mut session = Session::new(&task, socket);
             let reason = session.read_loop(&commands);
             session.send_end_marker();
-            task.stats.open.set(task.stats.open.get().saturating_sub(1));
+            task.stats.open.sub(1);
             (reason, Some(opened_at.elapsed()), session.frames)
         }
         Err(reason) => (reason, None, 0),
