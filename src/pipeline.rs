@@ -123,6 +123,9 @@ pub struct PipelineStats {
     untracked_events: Counter,
     overlaps_met: Counter,
     overlaps_expired: Counter,
+    overlaps_old_ended: Counter,
+    overlaps_superseded: Counter,
+    overlaps_stopped: Counter,
     held_events: Counter,
     parse_errors: [Counter; ParseErrorKind::ALL.len()],
     /// At most `max_streams` entries; locked only to add a stream and to
@@ -210,6 +213,9 @@ impl PipelineStats {
         out.family(&overlaps, MetricType::Counter, "Connection overlaps finished, by outcome.");
         out.sample_u64(&overlaps, &[("outcome", "met")], self.overlaps_met.get());
         out.sample_u64(&overlaps, &[("outcome", "deadline")], self.overlaps_expired.get());
+        out.sample_u64(&overlaps, &[("outcome", "old_ended")], self.overlaps_old_ended.get());
+        out.sample_u64(&overlaps, &[("outcome", "superseded")], self.overlaps_superseded.get());
+        out.sample_u64(&overlaps, &[("outcome", "stopped")], self.overlaps_stopped.get());
         out.single_u64(
             &name("overlap_held_events_total"),
             MetricType::Counter,
@@ -344,6 +350,19 @@ struct HeldEvent {
     data: Vec<u8>,
 }
 
+/// Why an overlap ended before every stream met.
+#[derive(Clone, Copy, Debug)]
+enum OverlapEnd {
+    /// The overlap timeout passed.
+    Deadline,
+    /// The old connection ended.
+    OldEnded,
+    /// A new overlap began on the same streams.
+    Superseded,
+    /// The pipeline stopped.
+    Stopped,
+}
+
 /// An overlap waiting for its streams to switch.
 struct ActiveOverlap {
     old: ConnectionId,
@@ -425,7 +444,7 @@ impl Pipeline {
                     overlap.streams.iter().any(|known| streams.iter().any(|s| **s == **known))
                 }) {
                     let earlier = self.overlaps.swap_remove(index);
-                    self.finish_overlap(earlier);
+                    self.finish_overlap(earlier, OverlapEnd::Superseded);
                 }
                 self.append_records(0);
                 for stream in &streams {
@@ -497,7 +516,7 @@ impl Pipeline {
                 "old connection ended during the overlap, new one takes over old={connection} new={}",
                 overlap.new
             );
-            self.finish_overlap(overlap);
+            self.finish_overlap(overlap, OverlapEnd::OldEnded);
         }
         self.cancel_overlap(connection);
         self.flush_orphans_of(connection);
@@ -507,7 +526,7 @@ impl Pipeline {
     fn settle(&mut self) {
         self.records.clear();
         while let Some(overlap) = self.overlaps.pop() {
-            self.finish_overlap(overlap);
+            self.finish_overlap(overlap, OverlapEnd::Stopped);
         }
         let streams: Vec<Box<str>> = self
             .streams
@@ -582,14 +601,15 @@ impl Pipeline {
                 continue;
             }
             let overlap = self.overlaps.swap_remove(index);
-            self.finish_overlap(overlap);
+            self.finish_overlap(overlap, OverlapEnd::Deadline);
         }
         self.append_records(0);
     }
 
     /// Switches every stream of `overlap` that has not met yet, releasing
-    /// its held events, and reports the end to the scheduler.
-    fn finish_overlap(&mut self, overlap: ActiveOverlap) {
+    /// its held events, and reports the end to the scheduler. `cause` is
+    /// counted when some stream had not met.
+    fn finish_overlap(&mut self, overlap: ActiveOverlap, cause: OverlapEnd) {
         let pending: Vec<Box<str>> = overlap
             .streams
             .iter()
@@ -616,11 +636,14 @@ impl Pipeline {
             self.release_held(stream);
         }
         let met = pending.is_empty();
-        if met {
-            self.stats.overlaps_met.inc();
-        } else {
-            self.stats.overlaps_expired.inc();
-        }
+        let counter = match cause {
+            _ if met => &self.stats.overlaps_met,
+            OverlapEnd::Deadline => &self.stats.overlaps_expired,
+            OverlapEnd::OldEnded => &self.stats.overlaps_old_ended,
+            OverlapEnd::Superseded => &self.stats.overlaps_superseded,
+            OverlapEnd::Stopped => &self.stats.overlaps_stopped,
+        };
+        counter.inc();
         let notice = Notice::OverlapDone { old: overlap.old, new: overlap.new, met };
         self.send_notice(notice, overlap.old);
     }
@@ -1013,6 +1036,8 @@ mod tests {
         process_trades(&mut pipeline, 2, &trades(14..=15));
         assert_eq!(stored_trade_ids(&ring), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 14, 15]);
         assert!(stored_lines(&ring).iter().any(|line| line.contains(r#""first":11,"last":11"#)));
+        assert_eq!(pipeline.stats.overlaps_superseded.get(), 1);
+        assert_eq!(pipeline.stats.overlaps_expired.get(), 0, "no deadline passed");
     }
 
     #[test]
@@ -1036,6 +1061,8 @@ mod tests {
         assert!(gaps[0].contains(r#""first":11,"last":12,"missing":2"#), "{gaps:?}");
         let duplicates = pipeline.streams["a@trade"].counters.duplicates.get();
         assert_eq!(duplicates, 0);
+        assert_eq!(pipeline.stats.overlaps_old_ended.get(), 1);
+        assert_eq!(pipeline.stats.overlaps_expired.get(), 0, "no deadline passed");
     }
 
     #[test]
