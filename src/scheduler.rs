@@ -444,9 +444,15 @@ impl Scheduler {
     }
 
     /// Starts the rotation that fell due while the slot's current
-    /// connection was still a replacement.
+    /// connection was still a replacement, once no retired connection of
+    /// the slot is still closing.
     fn start_deferred_rotation(&mut self, index: usize) {
         let slot = &mut self.slots[index];
+        if !slot.retired.is_empty() {
+            // Waits for the retired connection to close, so a slot never
+            // has more than two connections open.
+            return;
+        }
         let Some(cause) = slot.rotate_after_switch.take() else { return };
         let Some(current) = slot.current.as_ref() else { return };
         if slot.replacement.is_some() || slot.replace_at.is_some() {
@@ -552,6 +558,7 @@ impl Scheduler {
         if let Some(position) = slot.retired.iter().position(|h| h.connection == connection) {
             join_reader(slot.retired.swap_remove(position));
             log::debug!("slot={index} conn={connection} retired: {reason}");
+            self.start_deferred_rotation(index);
             return;
         }
         if slot.replacement.as_ref().is_some_and(|h| h.connection == connection) {

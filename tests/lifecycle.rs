@@ -532,10 +532,14 @@ fn rotation_due_before_switch_is_kept() {
     let settings = with(settings, "BINANCE_INGEST_STALE_AFTER", "3s");
     let mut service = Service::start(&dir, &settings);
 
+    let mut most_open = 0.0f64;
     service.wait_for("connection 2 rotated", Duration::from_secs(15), |s| {
+        most_open = most_open.max(metric(s, "binance_ingest_connections_open"));
         metric(s, "binance_ingest_rotations_total{cause=\"schedule\"}") >= 2.0
             && metric(s, "binance_ingest_connects_total") >= 3.0
+            && metric(s, "binance_ingest_disconnects_total{reason=\"rotated\"}") >= 2.0
     });
+    assert!(most_open <= 2.0, "{most_open} connections open at once for one slot");
     assert!(service.log_contains("rotating after the switch"), "{}", service.log_text());
     assert!(service.terminate().success(), "{}", service.log_text());
     let sent = complete_sent_log(&mock);
