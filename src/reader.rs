@@ -509,6 +509,9 @@ impl<'a> Session<'a> {
 
     /// Tells the pipeline, behind the last frames, that this connection
     /// ended, so it can hand an overlap's streams to the other connection.
+    // NOTE: when the marker cannot be queued, an overlap this connection
+    // was part of ends only at its deadline, and a replacement's held
+    // events are then released past the old connection's position.
     fn send_end_marker(&mut self) {
         let marker = FrameBatch::end_of(self.task.connection);
         if self.task.frames.send_timeout(marker, FINAL_SEND_WAIT).is_err() {
