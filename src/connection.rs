@@ -58,7 +58,8 @@ pub enum EndReason {
 /// Which watchdog ended a connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WatchdogKind {
-    /// No frame of any kind within the stale threshold.
+    /// No frame of any kind within the stale threshold, or within the
+    /// data threshold when that is the shorter one.
     Stale,
     /// Frames, but no data frame within the data threshold.
     NoData,
@@ -125,7 +126,7 @@ impl fmt::Display for EndReason {
             EndReason::Stopped => f.write_str("closed by this service"),
             EndReason::Rotated => f.write_str("closed by this service after rotation"),
             EndReason::Watchdog(WatchdogKind::Stale) => {
-                f.write_str("no frame of any kind within the stale threshold")
+                f.write_str("no frame of any kind within the stale or data threshold")
             }
             EndReason::Watchdog(WatchdogKind::NoData) => {
                 f.write_str("no data frame within the data threshold")

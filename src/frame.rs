@@ -43,12 +43,25 @@ pub struct FrameBatch {
     connection: ConnectionId,
     bytes: Vec<u8>,
     frames: Vec<FrameMeta>,
+    end: bool,
 }
 
 impl FrameBatch {
     /// Creates an empty batch with room for `bytes` payload bytes.
     pub fn new(connection: ConnectionId, bytes: usize) -> FrameBatch {
-        FrameBatch { connection, bytes: Vec::with_capacity(bytes), frames: Vec::new() }
+        FrameBatch { connection, bytes: Vec::with_capacity(bytes), frames: Vec::new(), end: false }
+    }
+
+    /// Creates the empty batch a reader sends after the last frames of its
+    /// connection. It travels on the same channel as those frames, so the
+    /// pipeline sees it only after it has processed all of them.
+    pub fn end_of(connection: ConnectionId) -> FrameBatch {
+        FrameBatch { connection, bytes: Vec::new(), frames: Vec::new(), end: true }
+    }
+
+    /// Whether this batch marks the end of its connection.
+    pub fn is_end(&self) -> bool {
+        self.end
     }
 
     /// Connection the frames arrived on.

@@ -137,6 +137,15 @@ impl Counter {
         self.add(1);
     }
 
+    /// Subtracts `n` in one atomic step, stopping at zero, for gauges that
+    /// several threads raise and lower.
+    pub fn sub(&self, n: u64) {
+        // The closure always returns Some, so fetch_update cannot fail.
+        let _ = self.0.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |value| {
+            Some(value.saturating_sub(n))
+        });
+    }
+
     /// Sets the value, for gauges.
     pub fn set(&self, value: u64) {
         self.0.store(value, Ordering::Relaxed);
@@ -151,6 +160,28 @@ impl Counter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gauge_add_and_sub_race_to_zero() {
+        let gauge = std::sync::Arc::new(Counter::new());
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let gauge = gauge.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..50_000 {
+                        gauge.add(1);
+                        gauge.sub(1);
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().expect("worker thread");
+        }
+        assert_eq!(gauge.get(), 0);
+        gauge.sub(1);
+        assert_eq!(gauge.get(), 0, "saturates at zero");
+    }
 
     #[test]
     fn exposition_escapes_label_values() {

@@ -9,7 +9,10 @@
 //! logged at a limited rate, and skipped or recorded. During a
 //! make-before-break overlap it copies the new connection's events that run
 //! ahead of the old one, at most [`MAX_HELD_EVENTS`] per stream, until the
-//! two connections' sequences meet or the overlap deadline passes.
+//! two connections' sequences meet, the overlap deadline passes or the old
+//! connection ends (a reader's end marker follows its last frames). Events
+//! held for a replacement that ends first are kept and stored in key order
+//! unless the old connection delivers them itself.
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
@@ -80,11 +83,20 @@ pub enum Control {
         new: ConnectionId,
         /// Streams both connections carry.
         streams: Vec<String>,
-        /// Time from the new connection's first frame until every stream
-        /// switches, met or not.
+        /// Time from the new connection's open, and again from its first
+        /// data frame, until every stream switches, met or not.
         timeout: Duration,
     },
-    /// The replacement failed; `old` stays the authority.
+    /// The replacement's handshake completed. Its overlap expires after
+    /// the timeout from now unless its first data frame restarts it, so a
+    /// replacement that carries only quiet streams still takes over.
+    ReplacementOpened {
+        /// The replacement.
+        new: ConnectionId,
+    },
+    /// The replacement failed or ended; `old` stays the authority. The
+    /// replacement's held events are kept and stored in key order as the
+    /// old connection passes them, or all at once when it ends.
     CancelOverlap {
         /// The failed replacement.
         new: ConnectionId,
@@ -111,6 +123,9 @@ pub struct PipelineStats {
     untracked_events: Counter,
     overlaps_met: Counter,
     overlaps_expired: Counter,
+    overlaps_old_ended: Counter,
+    overlaps_superseded: Counter,
+    overlaps_stopped: Counter,
     held_events: Counter,
     parse_errors: [Counter; ParseErrorKind::ALL.len()],
     /// At most `max_streams` entries; locked only to add a stream and to
@@ -198,6 +213,9 @@ impl PipelineStats {
         out.family(&overlaps, MetricType::Counter, "Connection overlaps finished, by outcome.");
         out.sample_u64(&overlaps, &[("outcome", "met")], self.overlaps_met.get());
         out.sample_u64(&overlaps, &[("outcome", "deadline")], self.overlaps_expired.get());
+        out.sample_u64(&overlaps, &[("outcome", "old_ended")], self.overlaps_old_ended.get());
+        out.sample_u64(&overlaps, &[("outcome", "superseded")], self.overlaps_superseded.get());
+        out.sample_u64(&overlaps, &[("outcome", "stopped")], self.overlaps_stopped.get());
         out.single_u64(
             &name("overlap_held_events_total"),
             MetricType::Counter,
@@ -302,6 +320,7 @@ pub fn spawn_with_control(
             }
             pipeline.check_overlaps(Instant::now());
         }
+        pipeline.settle();
         ring.close();
         log::info!("pipeline stopped frames={}", pipeline.stats.frames.get());
     })
@@ -313,6 +332,14 @@ struct Tracked {
     counters: Arc<StreamCounters>,
     /// Events of an overlap's new connection, ahead of the old one.
     held: VecDeque<HeldEvent>,
+    /// Held events of a replacement that ended before its overlap met, in
+    /// key order. Each is observed just before the first authority event
+    /// with a higher key, so it is stored only if the old connection did
+    /// not deliver it, and all are observed when `orphans_authority` ends.
+    orphans: VecDeque<HeldEvent>,
+    /// The old connection that was the authority when the orphans' overlap
+    /// was cancelled.
+    orphans_authority: Option<ConnectionId>,
 }
 
 /// A copy of a held event, observed again when its stream switches.
@@ -323,17 +350,36 @@ struct HeldEvent {
     data: Vec<u8>,
 }
 
+/// Why an overlap ended before every stream met.
+#[derive(Clone, Copy, Debug)]
+enum OverlapEnd {
+    /// The overlap timeout passed.
+    Deadline,
+    /// The old connection ended.
+    OldEnded,
+    /// A new overlap began on the same streams.
+    Superseded,
+    /// The pipeline stopped.
+    Stopped,
+}
+
 /// An overlap waiting for its streams to switch.
 struct ActiveOverlap {
     old: ConnectionId,
     new: ConnectionId,
     streams: Vec<Box<str>>,
     timeout: Duration,
-    /// Set at the new connection's first frame. Until then the overlap
-    /// neither finishes nor expires, so a slow handshake cannot hand the
-    /// streams to a connection that delivers nothing yet.
+    /// Set when the new connection opens, and again at its first frame.
+    /// Until it opens the overlap neither finishes nor expires, so a slow
+    /// handshake cannot hand the streams to a connection that is not there.
     deadline: Option<Instant>,
+    /// Whether the new connection delivered a frame.
+    delivered: bool,
 }
+
+/// Connections whose end the pipeline remembers, so an overlap announced
+/// after its old connection already ended does not wait on it.
+const ENDED_REMEMBERED: usize = 64;
 
 /// State owned by the pipeline thread.
 pub struct Pipeline {
@@ -345,6 +391,8 @@ pub struct Pipeline {
     records: RecordBatch,
     limits: Limits,
     overlaps: Vec<ActiveOverlap>,
+    /// The newest [`ENDED_REMEMBERED`] connections that ended.
+    ended: VecDeque<ConnectionId>,
 }
 
 #[derive(Default)]
@@ -374,6 +422,7 @@ impl Pipeline {
             records: RecordBatch::new(),
             limits: Limits::default(),
             overlaps: Vec::new(),
+            ended: VecDeque::new(),
         }
     }
 
@@ -381,6 +430,12 @@ impl Pipeline {
     pub fn control(&mut self, request: Control) {
         match request {
             Control::BeginOverlap { old, new, streams, timeout } => {
+                if self.ended.contains(&old) {
+                    // The old connection's last frames are processed, so
+                    // the new one is the only source: no authority to meet.
+                    log::debug!("overlap skipped, old connection ended old={old} new={new}");
+                    return;
+                }
                 // An earlier overlap on these streams that is still open
                 // (its old connection ended first) ends now, so each stream
                 // has one authority and one queue of held events.
@@ -389,7 +444,7 @@ impl Pipeline {
                     overlap.streams.iter().any(|known| streams.iter().any(|s| **s == **known))
                 }) {
                     let earlier = self.overlaps.swap_remove(index);
-                    self.finish_overlap(earlier);
+                    self.finish_overlap(earlier, OverlapEnd::Superseded);
                 }
                 self.append_records(0);
                 for stream in &streams {
@@ -402,22 +457,120 @@ impl Pipeline {
                 }
                 log::debug!("overlap begins old={old} new={new} streams={}", streams.len());
                 let streams = streams.into_iter().map(String::into_boxed_str).collect();
-                let overlap = ActiveOverlap { old, new, streams, timeout, deadline: None };
+                let overlap =
+                    ActiveOverlap { old, new, streams, timeout, deadline: None, delivered: false };
                 self.overlaps.push(overlap);
             }
-            Control::CancelOverlap { new } => {
-                let Some(position) = self.overlaps.iter().position(|o| o.new == new) else {
-                    return;
-                };
-                let overlap = self.overlaps.swap_remove(position);
-                for stream in &overlap.streams {
-                    if let Some(tracked) = self.streams.get_mut(stream) {
-                        tracked.sequence.cancel_overlap();
-                        tracked.held.clear();
+            Control::ReplacementOpened { new } => {
+                for overlap in &mut self.overlaps {
+                    if overlap.new == new && overlap.deadline.is_none() {
+                        overlap.deadline = Some(Instant::now() + overlap.timeout);
                     }
                 }
-                log::debug!("overlap cancelled old={} new={new}", overlap.old);
             }
+            Control::CancelOverlap { new } => {
+                self.records.clear();
+                self.cancel_overlap(new);
+                self.append_records(0);
+            }
+        }
+    }
+
+    /// Ends the overlap whose new connection is `new`, keeping the old one
+    /// as the authority. The held events become orphans of their streams.
+    fn cancel_overlap(&mut self, new: ConnectionId) {
+        let Some(position) = self.overlaps.iter().position(|o| o.new == new) else {
+            return;
+        };
+        let overlap = self.overlaps.swap_remove(position);
+        let mut orphaned = 0;
+        for stream in &overlap.streams {
+            let Some(tracked) = self.streams.get_mut(stream) else { continue };
+            tracked.sequence.cancel_overlap();
+            orphaned += tracked.held.len();
+            let held = std::mem::take(&mut tracked.held);
+            tracked.orphans.extend(held);
+            let sequence = &tracked.sequence;
+            tracked.orphans.make_contiguous().sort_by_key(|event| sequence.key(&event.ids));
+            tracked.orphans_authority = Some(overlap.old);
+        }
+        log::debug!("overlap cancelled old={} new={new} orphaned={orphaned}", overlap.old);
+        if self.ended.contains(&overlap.old) {
+            self.flush_orphans_of(overlap.old);
+        }
+    }
+
+    /// Hands the streams of `connection` to the other connection of its
+    /// overlap, once all of its frames are processed. An ended old
+    /// connection makes the replacement the authority at once, releasing
+    /// its held events. An ended replacement leaves its held events as
+    /// orphans. Orphans whose authority ended are observed now.
+    fn connection_ended(&mut self, connection: ConnectionId) {
+        if self.ended.len() >= ENDED_REMEMBERED {
+            self.ended.pop_front();
+        }
+        self.ended.push_back(connection);
+        while let Some(index) = self.overlaps.iter().position(|o| o.old == connection) {
+            let overlap = self.overlaps.swap_remove(index);
+            log::info!(
+                "old connection ended during the overlap, new one takes over old={connection} new={}",
+                overlap.new
+            );
+            self.finish_overlap(overlap, OverlapEnd::OldEnded);
+        }
+        self.cancel_overlap(connection);
+        self.flush_orphans_of(connection);
+    }
+
+    /// Stores every event still held or orphaned, when no frame can follow.
+    fn settle(&mut self) {
+        self.records.clear();
+        while let Some(overlap) = self.overlaps.pop() {
+            self.finish_overlap(overlap, OverlapEnd::Stopped);
+        }
+        let streams: Vec<Box<str>> = self
+            .streams
+            .iter()
+            .filter(|(_, tracked)| !tracked.orphans.is_empty())
+            .map(|(stream, _)| stream.clone())
+            .collect();
+        for stream in streams {
+            self.observe_orphans(&stream, None);
+        }
+        self.append_records(0);
+    }
+
+    /// Observes every orphan whose authority was `connection`, in order.
+    fn flush_orphans_of(&mut self, connection: ConnectionId) {
+        let streams: Vec<Box<str>> = self
+            .streams
+            .iter()
+            .filter(|(_, t)| !t.orphans.is_empty() && t.orphans_authority == Some(connection))
+            .map(|(stream, _)| stream.clone())
+            .collect();
+        for stream in streams {
+            self.observe_orphans(&stream, None);
+        }
+    }
+
+    /// Observes the orphans of `stream` with a key below `bound` (all when
+    /// `bound` is `None`), in key order.
+    fn observe_orphans(&mut self, stream: &str, bound: Option<(u64, u64)>) {
+        let Some(tracked) = self.streams.get_mut(stream) else { return };
+        let mut due = Vec::new();
+        while let Some(front) = tracked.orphans.front() {
+            let key = tracked.sequence.key(&front.ids);
+            if bound.is_some_and(|bound| key.is_some_and(|key| key >= bound)) {
+                break;
+            }
+            due.extend(tracked.orphans.pop_front());
+        }
+        if tracked.orphans.is_empty() {
+            tracked.orphans_authority = None;
+        }
+        for event in due {
+            let view = Event { stream, data: &event.data, ids: event.ids };
+            self.handle_event(event.connection, event.received_ns, &view);
         }
     }
 
@@ -448,14 +601,15 @@ impl Pipeline {
                 continue;
             }
             let overlap = self.overlaps.swap_remove(index);
-            self.finish_overlap(overlap);
+            self.finish_overlap(overlap, OverlapEnd::Deadline);
         }
         self.append_records(0);
     }
 
     /// Switches every stream of `overlap` that has not met yet, releasing
-    /// its held events, and reports the end to the scheduler.
-    fn finish_overlap(&mut self, overlap: ActiveOverlap) {
+    /// its held events, and reports the end to the scheduler. `cause` is
+    /// counted when some stream had not met.
+    fn finish_overlap(&mut self, overlap: ActiveOverlap, cause: OverlapEnd) {
         let pending: Vec<Box<str>> = overlap
             .streams
             .iter()
@@ -463,22 +617,33 @@ impl Pipeline {
             .cloned()
             .collect();
         for stream in &pending {
-            log::warn!(
-                "overlap ended before the sequences met stream={stream} old={} new={}",
-                overlap.old,
-                overlap.new
-            );
-            if let Some(tracked) = self.streams.get_mut(stream) {
-                tracked.sequence.force_switch();
+            let Some(tracked) = self.streams.get_mut(stream) else { continue };
+            if tracked.held.is_empty() {
+                // A quiet stream: with nothing held there is nothing to meet.
+                log::debug!(
+                    "overlap ended with nothing held stream={stream} old={} new={}",
+                    overlap.old,
+                    overlap.new
+                );
+            } else {
+                log::warn!(
+                    "overlap ended before the sequences met stream={stream} old={} new={}",
+                    overlap.old,
+                    overlap.new
+                );
             }
+            tracked.sequence.force_switch();
             self.release_held(stream);
         }
         let met = pending.is_empty();
-        if met {
-            self.stats.overlaps_met.inc();
-        } else {
-            self.stats.overlaps_expired.inc();
-        }
+        let counter = match cause {
+            _ if met => &self.stats.overlaps_met,
+            OverlapEnd::Deadline => &self.stats.overlaps_expired,
+            OverlapEnd::OldEnded => &self.stats.overlaps_old_ended,
+            OverlapEnd::Superseded => &self.stats.overlaps_superseded,
+            OverlapEnd::Stopped => &self.stats.overlaps_stopped,
+        };
+        counter.inc();
         let notice = Notice::OverlapDone { old: overlap.old, new: overlap.new, met };
         self.send_notice(notice, overlap.old);
     }
@@ -499,8 +664,14 @@ impl Pipeline {
     pub fn process(&mut self, batch: &FrameBatch) {
         self.records.clear();
         let connection = batch.connection();
+        if batch.is_end() {
+            self.connection_ended(connection);
+            self.append_records(connection);
+            return;
+        }
         for overlap in &mut self.overlaps {
-            if overlap.new == connection && overlap.deadline.is_none() {
+            if overlap.new == connection && !overlap.delivered {
+                overlap.delivered = true;
                 overlap.deadline = Some(Instant::now() + overlap.timeout);
             }
         }
@@ -569,12 +740,23 @@ impl Pipeline {
             push_event(&mut self.records, venue, connection, received_ns, event);
             return;
         };
+        if !tracked.orphans.is_empty() && !tracked.sequence.is_held_source(connection) {
+            // Orphans below this event's key come first, so an authority
+            // event never passes an event that was received but not stored.
+            if let Some(key) = tracked.sequence.key(&event.ids) {
+                self.observe_orphans(event.stream, Some(key));
+            }
+        }
+        let Some(tracked) = self.streams.get_mut(event.stream) else { return };
         let verdict = tracked.sequence.observe(connection, &event.ids, event.data);
         let mut release = tracked.sequence.take_release();
         match verdict {
             Verdict::Duplicate => tracked.counters.duplicates.inc(),
             Verdict::Held => {
                 self.stats.held_events.inc();
+                // The stream is alive although nothing is stored yet, so
+                // the per-stream watchdog must not end its only source.
+                tracked.counters.last_received_ns.store(received_ns, Ordering::Relaxed);
                 tracked.held.push_back(HeldEvent {
                     connection,
                     received_ns,
@@ -638,6 +820,8 @@ impl Pipeline {
             sequence: StreamSequence::new(rule, self.settings.dedup_window),
             counters: self.stats.register(stream),
             held: VecDeque::new(),
+            orphans: VecDeque::new(),
+            orphans_authority: None,
         };
         self.streams.insert(stream.into(), tracked);
     }
@@ -805,6 +989,20 @@ mod tests {
     }
 
     #[test]
+    fn quiet_replacement_expires_from_open() {
+        let (mut pipeline, ring, notices) = pipeline(8);
+        let timeout = Duration::from_millis(300);
+        process_trades(&mut pipeline, 1, &trades(1..=10));
+        begin(&mut pipeline, timeout);
+        pipeline.control(Control::ReplacementOpened { new: 2 });
+        pipeline.check_overlaps(Instant::now() + timeout);
+        assert_eq!(notices.try_recv(), Ok(Notice::OverlapDone { old: 1, new: 2, met: false }));
+        process_trades(&mut pipeline, 2, &trades(11..=12));
+        assert_eq!(stored_trade_ids(&ring), (1..=12).collect::<Vec<u64>>());
+        assert!(!stored_lines(&ring).iter().any(|line| line.contains("\"gap\"")));
+    }
+
+    #[test]
     fn hold_bound_switches_without_proof() {
         // A ring large enough that no record of the 10 000 is evicted.
         let ring = Arc::new(Ring::new(8 << 20));
@@ -838,10 +1036,77 @@ mod tests {
         process_trades(&mut pipeline, 2, &trades(14..=15));
         assert_eq!(stored_trade_ids(&ring), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 12, 13, 14, 15]);
         assert!(stored_lines(&ring).iter().any(|line| line.contains(r#""first":11,"last":11"#)));
+        assert_eq!(pipeline.stats.overlaps_superseded.get(), 1);
+        assert_eq!(pipeline.stats.overlaps_expired.get(), 0, "no deadline passed");
     }
 
     #[test]
-    fn cancelled_overlap_drops_held_events() {
+    fn old_end_hands_streams_to_new() {
+        let (mut pipeline, ring, notices) = pipeline(8);
+        process_trades(&mut pipeline, 1, &trades(1..=10));
+        begin(&mut pipeline, Duration::from_secs(5));
+        process_trades(&mut pipeline, 2, &trades(13..=20));
+        pipeline.process(&FrameBatch::end_of(1));
+        assert_eq!(notices.try_recv(), Ok(Notice::OverlapDone { old: 1, new: 2, met: false }));
+        process_trades(&mut pipeline, 2, &trades(21..=22));
+        // The replacement ends too; a plain reconnect follows.
+        pipeline.process(&FrameBatch::end_of(2));
+        process_trades(&mut pipeline, 3, &trades(23..=24));
+        let mut expected: Vec<u64> = (1..=10).collect();
+        expected.extend(13..=24);
+        assert_eq!(stored_trade_ids(&ring), expected);
+        let gaps: Vec<String> =
+            stored_lines(&ring).into_iter().filter(|line| line.contains("\"gap\"")).collect();
+        assert_eq!(gaps.len(), 1, "{gaps:?}");
+        assert!(gaps[0].contains(r#""first":11,"last":12,"missing":2"#), "{gaps:?}");
+        let duplicates = pipeline.streams["a@trade"].counters.duplicates.get();
+        assert_eq!(duplicates, 0);
+        assert_eq!(pipeline.stats.overlaps_old_ended.get(), 1);
+        assert_eq!(pipeline.stats.overlaps_expired.get(), 0, "no deadline passed");
+    }
+
+    #[test]
+    fn overlap_after_old_ended_is_skipped() {
+        let (mut pipeline, ring, _notices) = pipeline(8);
+        process_trades(&mut pipeline, 1, &trades(1..=10));
+        pipeline.process(&FrameBatch::end_of(1));
+        begin(&mut pipeline, Duration::from_secs(5));
+        process_trades(&mut pipeline, 2, &trades(11..=12));
+        assert_eq!(stored_trade_ids(&ring), (1..=12).collect::<Vec<u64>>());
+    }
+
+    #[test]
+    fn ended_replacement_keeps_held_events() {
+        let (mut pipeline, ring, _notices) = pipeline(8);
+        process_trades(&mut pipeline, 1, &trades(1..=10));
+        begin(&mut pipeline, Duration::from_secs(5));
+        process_trades(&mut pipeline, 2, &trades(12..=15));
+        assert_eq!(pipeline.stats.stream_last_event()[0].1, 1003, "held events count as alive");
+        pipeline.process(&FrameBatch::end_of(2));
+        pipeline.check_overlaps(Instant::now() + Duration::from_secs(60));
+        process_trades(&mut pipeline, 1, &trades(11..=12));
+        assert_eq!(stored_trade_ids(&ring), (1..=12).collect::<Vec<u64>>());
+        // The old connection ends before it delivers 13 to 15.
+        pipeline.process(&FrameBatch::end_of(1));
+        assert_eq!(stored_trade_ids(&ring), (1..=15).collect::<Vec<u64>>());
+        assert!(!stored_lines(&ring).iter().any(|line| line.contains("\"gap\"")));
+    }
+
+    #[test]
+    fn orphans_fill_what_the_old_skips() {
+        let (mut pipeline, ring, _notices) = pipeline(8);
+        process_trades(&mut pipeline, 1, &trades(1..=10));
+        begin(&mut pipeline, Duration::from_secs(5));
+        process_trades(&mut pipeline, 2, &trades(11..=13));
+        pipeline.process(&FrameBatch::end_of(2));
+        // The old connection lost 11 and 12 but goes on.
+        process_trades(&mut pipeline, 1, &trades(13..=14));
+        assert_eq!(stored_trade_ids(&ring), (1..=14).collect::<Vec<u64>>());
+        assert!(!stored_lines(&ring).iter().any(|line| line.contains("\"gap\"")));
+    }
+
+    #[test]
+    fn cancelled_overlap_keeps_old_authority() {
         let (mut pipeline, ring, _notices) = pipeline(8);
         process_trades(&mut pipeline, 1, &trades(1..=10));
         begin(&mut pipeline, Duration::from_secs(5));

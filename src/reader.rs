@@ -194,7 +194,8 @@ fn run(task: ReaderTask, commands: Receiver<Command>) {
 
             let mut session = Session::new(&task, socket);
             let reason = session.read_loop(&commands);
-            task.stats.open.set(task.stats.open.get().saturating_sub(1));
+            session.send_end_marker();
+            task.stats.open.sub(1);
             (reason, Some(opened_at.elapsed()), session.frames)
         }
         Err(reason) => (reason, None, 0),
@@ -508,6 +509,22 @@ impl<'a> Session<'a> {
                     FINAL_SEND_WAIT
                 );
             }
+        }
+    }
+
+    /// Tells the pipeline, behind the last frames, that this connection
+    /// ended, so it can hand an overlap's streams to the other connection.
+    // NOTE: when the marker cannot be queued, an overlap this connection
+    // was part of ends only at its deadline, and a replacement's held
+    // events are then released past the old connection's position.
+    fn send_end_marker(&mut self) {
+        let marker = FrameBatch::end_of(self.task.connection);
+        if self.task.frames.send_timeout(marker, FINAL_SEND_WAIT).is_err() {
+            log::warn!(
+                "conn={} could not tell the pipeline that the connection ended within {:?}",
+                self.task.connection,
+                FINAL_SEND_WAIT
+            );
         }
     }
 

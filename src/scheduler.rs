@@ -139,13 +139,18 @@ struct Slot {
     retry_at: Option<Instant>,
     replace_at: Option<Instant>,
     /// When the scheduler closes the old connection even without the
-    /// pipeline's report; set at the replacement's first data.
+    /// pipeline's report; set at the replacement's open and again at its
+    /// first data.
     overlap_until: Option<Instant>,
     /// Whether a connection was attempted before, so the next attempt is a
     /// reconnect.
     attempted: bool,
     /// Whether the slot waits out HTTP 429 or 418.
     rate_limited: bool,
+    /// Why the replacement must rotate as soon as it becomes current: its
+    /// rotation fell due, or the server announced a shutdown, before the
+    /// switch.
+    rotate_after_switch: Option<&'static str>,
 }
 
 struct Scheduler {
@@ -189,6 +194,7 @@ impl Scheduler {
                 overlap_until: None,
                 attempted: false,
                 rate_limited: false,
+                rotate_after_switch: None,
             })
             .collect();
         let (events, event_rx) = crossbeam_channel::unbounded();
@@ -362,6 +368,16 @@ impl Scheduler {
                         self.context.stats.rate_limited.set(0);
                     }
                 }
+                if !role.is_empty() {
+                    // Quiet streams may deliver no data on the replacement,
+                    // so the overlap deadline also runs from its open.
+                    self.slots[slot].overlap_until =
+                        Some(Instant::now() + self.settings.overlap_timeout + OVERLAP_GRACE);
+                    let opened = Control::ReplacementOpened { new: connection };
+                    if self.context.control.try_send(opened).is_err() {
+                        log::warn!("slot={slot} pipeline control queue full; open not announced");
+                    }
+                }
                 let entry = &self.slots[slot];
                 if !role.is_empty()
                     && let Some(current) = entry.current.as_ref()
@@ -424,6 +440,30 @@ impl Scheduler {
             slot.retired.push(old);
         }
         slot.status.set_state(SlotState::Open, Some(new_connection));
+        self.start_deferred_rotation(index);
+    }
+
+    /// Starts the rotation that fell due while the slot's current
+    /// connection was still a replacement, once no retired connection of
+    /// the slot is still closing.
+    fn start_deferred_rotation(&mut self, index: usize) {
+        let slot = &mut self.slots[index];
+        if !slot.retired.is_empty() {
+            // Waits for the retired connection to close, so a slot never
+            // has more than two connections open.
+            return;
+        }
+        let Some(cause) = slot.rotate_after_switch.take() else { return };
+        let Some(current) = slot.current.as_ref() else { return };
+        if slot.replacement.is_some() || slot.replace_at.is_some() {
+            return;
+        }
+        log::info!(
+            "deferred rotation slot={index} conn={} cause={cause}, opening a replacement",
+            current.connection
+        );
+        self.context.stats.rotations.inc(cause);
+        slot.replace_at = Some(Instant::now());
     }
 
     fn on_overlap_done(&mut self, old: ConnectionId, new: ConnectionId, met: bool) {
@@ -441,6 +481,16 @@ impl Scheduler {
 
     fn on_rotate_due(&mut self, index: usize, connection: ConnectionId) {
         let Some(slot) = self.slots.get_mut(index) else { return };
+        if slot.replacement.as_ref().is_some_and(|h| h.connection == connection) {
+            // The timer fires once per connection, so the rotation waits
+            // for the switch instead of being lost.
+            log::info!(
+                "rotation due slot={index} conn={connection} before it replaced the old one, \
+                 rotating after the switch"
+            );
+            slot.rotate_after_switch.get_or_insert("schedule");
+            return;
+        }
         let is_current = slot.current.as_ref().is_some_and(|h| h.connection == connection);
         if !is_current || slot.replacement.is_some() || slot.replace_at.is_some() {
             return;
@@ -455,7 +505,7 @@ impl Scheduler {
             slot.current.as_ref().is_some_and(|handle| handle.connection == connection)
         });
         let Some(index) = found else {
-            log::debug!("serverShutdown on conn={connection}, which is no longer current");
+            self.on_replacement_shutdown(connection);
             return;
         };
         let slot = &mut self.slots[index];
@@ -464,6 +514,23 @@ impl Scheduler {
             self.context.stats.rotations.inc("server_shutdown");
             slot.replace_at = Some(Instant::now());
         }
+    }
+
+    /// Remembers a `serverShutdown` on a replacement, so it rotates as
+    /// soon as it becomes current, before the server closes it.
+    fn on_replacement_shutdown(&mut self, connection: ConnectionId) {
+        let found = self.slots.iter().position(|slot| {
+            slot.replacement.as_ref().is_some_and(|handle| handle.connection == connection)
+        });
+        let Some(index) = found else {
+            log::info!("serverShutdown on conn={connection}, which is no longer open");
+            return;
+        };
+        log::info!(
+            "serverShutdown on replacement slot={index} conn={connection}, \
+             rotating after the switch"
+        );
+        self.slots[index].rotate_after_switch = Some("server_shutdown");
     }
 
     fn on_ended(
@@ -491,6 +558,7 @@ impl Scheduler {
         if let Some(position) = slot.retired.iter().position(|h| h.connection == connection) {
             join_reader(slot.retired.swap_remove(position));
             log::debug!("slot={index} conn={connection} retired: {reason}");
+            self.start_deferred_rotation(index);
             return;
         }
         if slot.replacement.as_ref().is_some_and(|h| h.connection == connection) {
@@ -498,13 +566,30 @@ impl Scheduler {
                 join_reader(handle);
             }
             slot.overlap_until = None;
+            slot.rotate_after_switch = None;
             slot.status.set_replacement(None);
-            let _ = self.context.control.try_send(Control::CancelOverlap { new: connection });
-            let delay = slot.backoff.next_delay();
-            log::warn!(
-                "replacement slot={index} conn={connection} failed: {reason}; retry in {delay:?}"
-            );
+            // The reader's end marker, behind its last frames, tells the
+            // pipeline to keep the old connection as the authority.
+            let delay = reconnect_delay(&reason, &mut slot.backoff);
+            if matches!(reason, EndReason::Rejected { status: 418 | 429, .. }) {
+                slot.rate_limited = true;
+                self.context.stats.rate_limited.set(1);
+            }
             slot.replace_at = Some(Instant::now() + delay);
+            let delay_ms = delay.as_millis();
+            if needs_operator(&reason) {
+                log::error!(
+                    "replacement slot={index} conn={connection} failed: {reason}; \
+                     retry in {delay_ms} ms (step {})",
+                    slot.backoff.step()
+                );
+            } else {
+                log::warn!(
+                    "replacement slot={index} conn={connection} failed: {reason}; \
+                     retry in {delay_ms} ms (step {})",
+                    slot.backoff.step()
+                );
+            }
             return;
         }
         if slot.current.as_ref().is_none_or(|h| h.connection != connection) {
@@ -526,6 +611,7 @@ impl Scheduler {
             slot.status.set_replacement(None);
             slot.overlap_until = None;
             slot.current = Some(replacement);
+            self.start_deferred_rotation(index);
             return;
         }
 
@@ -544,20 +630,17 @@ impl Scheduler {
             |up| format!("up {:.1} s", up.as_secs_f64()),
         );
         let delay_ms = delay.as_millis();
-        match &reason {
-            // A person must act on these: a ban, a rate limit, or a
-            // certificate that does not verify, which retrying cannot fix.
-            EndReason::Rejected { status: 418 | 429 | 403 | 451, .. } | EndReason::Tls { .. } => {
-                log::error!(
-                    "slot={index} conn={connection} {reason}; reconnect in {delay_ms} ms (step {})",
-                    slot.backoff.step()
-                )
-            }
-            _ => log::warn!(
+        if needs_operator(&reason) {
+            log::error!(
+                "slot={index} conn={connection} {reason}; reconnect in {delay_ms} ms (step {})",
+                slot.backoff.step()
+            );
+        } else {
+            log::warn!(
                 "disconnected slot={index} conn={connection} ({up}, {frames} frames): {reason}; \
                  reconnect in {delay_ms} ms (step {})",
                 slot.backoff.step()
-            ),
+            );
         }
     }
 
@@ -618,6 +701,16 @@ pub fn reconnect_delay(reason: &EndReason, backoff: &mut Backoff) -> Duration {
         }
         _ => delay,
     }
+}
+
+/// Returns whether a person must act on `reason`: a ban, a rate limit,
+/// denied access, or a certificate that does not verify, which retrying
+/// cannot fix.
+fn needs_operator(reason: &EndReason) -> bool {
+    matches!(
+        reason,
+        EndReason::Rejected { status: 418 | 429 | 403 | 451, .. } | EndReason::Tls { .. }
+    )
 }
 
 fn join_reader(handle: ReaderHandle) {

@@ -175,8 +175,9 @@ impl StreamSequence {
     }
 
     /// Ends the overlap because the new connection failed. The old one stays
-    /// the authority, so the caller drops the held events, which the old
-    /// connection delivers itself.
+    /// the authority. The caller keeps the held events and observes each
+    /// again before the first event with a higher key, so a held event is
+    /// stored only when the old connection did not deliver it.
     pub fn cancel_overlap(&mut self) {
         self.overlap = None;
         self.release = false;
@@ -251,8 +252,15 @@ impl StreamSequence {
         verdict
     }
 
-    /// The (primary, secondary) key of an event under this stream's rule.
-    fn key(&self, ids: &Ids) -> Option<(u64, u64)> {
+    /// Returns whether `connection` is the new connection of an overlap
+    /// that has not met yet, so its events ahead of the last key are held.
+    pub fn is_held_source(&self, connection: ConnectionId) -> bool {
+        self.overlap.is_some_and(|overlap| overlap.new == connection)
+    }
+
+    /// The (primary, secondary) key of an event under this stream's rule,
+    /// or `None` for the digest rule and for events that lack the rule's id.
+    pub fn key(&self, ids: &Ids) -> Option<(u64, u64)> {
         let primary = match self.rule {
             Rule::Trade => ids.trade_id?,
             Rule::AggTrade => ids.agg_trade_id?,

@@ -175,6 +175,11 @@ impl Deadlines {
         if !settings.data_stale_after.is_zero()
             && since(observed.last_data_ns) > nanos(settings.data_stale_after)
         {
+            // A data threshold below the stale threshold also catches a
+            // total stall first; label it by what was missing.
+            if since(observed.last_frame_ns) > nanos(settings.data_stale_after) {
+                return Some(WatchdogKind::Stale);
+            }
             return Some(WatchdogKind::NoData);
         }
         for (stream, last_ns, after) in stream_ages {
@@ -442,6 +447,17 @@ mod tests {
         let now = OPEN + 301 * MS;
         assert_eq!(
             deadlines.poll(&settings, now, silent, &[]),
+            Some(Action::Kill(WatchdogKind::Stale))
+        );
+    }
+
+    #[test]
+    fn silence_under_data_threshold_kills_as_stale() {
+        let settings = TimerSettings { data_stale_after: Duration::from_millis(200), ..settings() };
+        let mut deadlines = Deadlines::new(&settings, OPEN, 0.0);
+        let now = OPEN + 201 * MS;
+        assert_eq!(
+            deadlines.poll(&settings, now, Observed::default(), &[]),
             Some(Action::Kill(WatchdogKind::Stale))
         );
     }

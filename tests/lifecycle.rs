@@ -423,3 +423,238 @@ fn sparse_stream_stays_connected() {
     let limited = sent.iter().filter(|e| e.reason.as_deref().unwrap_or("").contains("1008"));
     assert_eq!(limited.count(), 0, "control frames stayed within the venue's rate");
 }
+
+/// Settings of the overlap tests: one trade stream, rotation without jitter
+/// and a short first backoff step.
+fn overlap_settings(
+    mock: &MockExchange,
+    rotate: &str,
+    overlap: &str,
+) -> Vec<(&'static str, String)> {
+    let settings = heartbeat_settings(mock, "btcusdt@trade");
+    let settings = with(settings, "BINANCE_INGEST_ROTATE_INTERVAL", rotate);
+    let settings = with(settings, "BINANCE_INGEST_ROTATE_JITTER", "0");
+    let settings = with(settings, "BINANCE_INGEST_OVERLAP_TIMEOUT", overlap);
+    let settings = with(settings, "BINANCE_INGEST_RECONNECT_MIN", "50ms");
+    with(settings, "BINANCE_INGEST_FLUSH_INTERVAL", "50ms")
+}
+
+#[test]
+fn overlap_survives_both_connections_ending() {
+    // Connection 1 stalls just before its rotation at 3 s and the stale
+    // watchdog ends it. Its replacement, connection 2, is dropped 1.5 s
+    // after it opened, before the overlap deadline.
+    let mock = MockExchange::start(&[
+        "--rate",
+        "50",
+        "--ping-interval",
+        PING,
+        "--fault",
+        "at=2800ms conn=1 stall=5s",
+        "--fault",
+        "at=1500ms conn=2 drop",
+    ]);
+    let dir = unique_dir("overlap-both-end");
+    let settings = overlap_settings(&mock, "3s", "2900ms");
+    let settings = with(settings, "BINANCE_INGEST_STALE_AFTER", "1200ms");
+    let mut service = Service::start(&dir, &settings);
+
+    service.wait_for("a third connection with data", Duration::from_secs(30), |s| {
+        metric(s, "binance_ingest_connects_total") >= 3.0
+            && metric(s, "binance_ingest_events_total{stream=\"btcusdt@trade\"}") >= 250.0
+    });
+    assert!(service.terminate().success(), "{}", service.log_text());
+
+    let sent = complete_sent_log(&mock);
+    let from_replacement = sent.iter().filter(|e| e.conn == 2 && e.stream.is_some()).count();
+    assert!(from_replacement > 20, "connection 2 sent {from_replacement} events");
+    let stored = stored_records(service.data_dir());
+    assert_stored_exactly_once(&data_events(&sent), &stored);
+    // Only the ids that no connection sent may be reported missing.
+    let sent_ids: std::collections::HashSet<u64> = sent.iter().filter_map(|e| e.id).collect();
+    for gap in stored_gaps(service.data_dir()) {
+        let first = gap["gap"]["first"].as_u64().expect("gap first");
+        let last = gap["gap"]["last"].as_u64().expect("gap last");
+        let received = (first..=last).filter(|id| sent_ids.contains(id)).count();
+        assert_eq!(received, 0, "gap {first}..={last} covers {received} sent ids");
+    }
+}
+
+#[test]
+fn stream_threshold_spares_the_replacement() {
+    // Connection 1 stalls just before its rotation, so during the overlap
+    // only the replacement delivers the stream, and its events are held.
+    let mock = MockExchange::start(&[
+        "--rate",
+        "50",
+        "--ping-interval",
+        PING,
+        "--fault",
+        "at=1900ms conn=1 stall=5s",
+    ]);
+    let dir = unique_dir("stream-stale-hold");
+    let settings = overlap_settings(&mock, "2s", "1900ms");
+    let settings = with(settings, "BINANCE_INGEST_STALE_AFTER", "3s");
+    let settings = with(settings, "BINANCE_INGEST_STREAM_STALE_AFTER", "btcusdt@trade=800ms");
+    let mut service = Service::start(&dir, &settings);
+
+    service.wait_for("the replacement took over", Duration::from_secs(30), |s| {
+        metric(s, "binance_ingest_connects_total") >= 2.0
+            && metric(s, "binance_ingest_events_total{stream=\"btcusdt@trade\"}") >= 250.0
+    });
+    assert!(service.terminate().success(), "{}", service.log_text());
+    let sent = complete_sent_log(&mock);
+    let closed = sent.iter().find(|e| e.conn == 2 && e.event.as_deref() == Some("closed"));
+    let reason = closed.and_then(|e| e.reason.clone()).unwrap_or_default();
+    assert!(reason.contains("1000"), "the replacement ended early: {reason}");
+    let stored = stored_records(service.data_dir());
+    assert_stored_exactly_once(&data_events(&sent), &stored);
+}
+
+#[test]
+fn rotation_due_before_switch_is_kept() {
+    // Connection 1 stalls just before its rotation at 1 s, so connection 2
+    // replaces it only at the overlap deadline, 900 ms after its first
+    // data, which comes 300 ms after its open. Its own rotation falls due
+    // 1 s after its open, before that switch.
+    let mock = MockExchange::start(&[
+        "--rate",
+        "50",
+        "--ping-interval",
+        PING,
+        "--fault",
+        "at=900ms conn=1 stall=5s",
+        "--fault",
+        "at=0ms conn=2 no-data=300ms",
+    ]);
+    let dir = unique_dir("rotation-before-switch");
+    let settings = overlap_settings(&mock, "1s", "900ms");
+    let settings = with(settings, "BINANCE_INGEST_STALE_AFTER", "3s");
+    let mut service = Service::start(&dir, &settings);
+
+    let mut most_open = 0.0f64;
+    service.wait_for("connection 2 rotated", Duration::from_secs(15), |s| {
+        most_open = most_open.max(metric(s, "binance_ingest_connections_open"));
+        metric(s, "binance_ingest_rotations_total{cause=\"schedule\"}") >= 2.0
+            && metric(s, "binance_ingest_connects_total") >= 3.0
+            && metric(s, "binance_ingest_disconnects_total{reason=\"rotated\"}") >= 2.0
+    });
+    assert!(most_open <= 2.0, "{most_open} connections open at once for one slot");
+    assert!(service.log_contains("rotating after the switch"), "{}", service.log_text());
+    assert!(service.terminate().success(), "{}", service.log_text());
+    let sent = complete_sent_log(&mock);
+    let stored = stored_records(service.data_dir());
+    assert_stored_exactly_once(&data_events(&sent), &stored);
+}
+
+#[test]
+fn quiet_connection_finishes_rotations() {
+    // The mock accepts kline streams but never sends on them, so the
+    // replacement delivers no data. The mock cuts every connection at 4 s.
+    let mock = MockExchange::start(&[
+        "--rate",
+        "1",
+        "--ping-interval",
+        PING,
+        "--max-connection-age",
+        "4s",
+    ]);
+    let dir = unique_dir("quiet-rotation");
+    let settings = overlap_settings(&mock, "1s", "500ms");
+    let settings = with(settings, "BINANCE_INGEST_STREAMS", "btcusdt@kline_1m");
+    let settings = with(settings, "BINANCE_INGEST_STALE_AFTER", "2s");
+    let settings = with(settings, "BINANCE_INGEST_DATA_STALE_AFTER", "0s");
+    let mut service = Service::start(&dir, &settings);
+
+    service.wait_for("3 finished rotations", Duration::from_secs(20), |s| {
+        metric(s, "binance_ingest_disconnects_total{reason=\"rotated\"}") >= 3.0
+    });
+    let (_, metrics) = service.get("/metrics");
+    assert!(service.terminate().success(), "{}", service.log_text());
+    assert_eq!(sum_of(&metrics, "binance_ingest_gaps_total{"), 0.0, "{metrics}");
+    let sent = complete_sent_log(&mock);
+    let cuts = sent.iter().filter(|e| e.event.as_deref() == Some("max-age")).count();
+    assert_eq!(cuts, 0, "the mock's cut came before a rotation");
+}
+
+#[test]
+fn replacement_waits_out_rate_limit() {
+    // Connection 1 rotates at 1 s, before the mock rejects handshakes with
+    // 429 from 1.5 s to 4.5 s. Connection 2's rotations fall in that window.
+    let mock = MockExchange::start(&[
+        "--rate",
+        "50",
+        "--ping-interval",
+        PING,
+        "--fault",
+        "at=1500ms reject=429 retry-after=2 for=3s",
+    ]);
+    let dir = unique_dir("replacement-429");
+    let settings = overlap_settings(&mock, "1s", "500ms");
+    let settings = with(settings, "BINANCE_INGEST_RECONNECT_MIN", "100ms");
+    let settings = with(settings, "BINANCE_INGEST_RECONNECT_MAX", "1s");
+    let mut service = Service::start(&dir, &settings);
+
+    service.wait_for("a rejected replacement and the alert", Duration::from_secs(20), |s| {
+        metric(s, "binance_ingest_handshake_rejections_total{status=\"429\"}") >= 1.0
+            && metric(s, "binance_ingest_rate_limited") == 1.0
+    });
+    service.wait_for("a replacement after the window", Duration::from_secs(20), |s| {
+        metric(s, "binance_ingest_disconnects_total{reason=\"rotated\"}") >= 2.0
+    });
+    assert_eq!(metric(&service, "binance_ingest_rate_limited"), 0.0, "alert clears");
+    assert!(service.terminate().success());
+    assert!(service.log_contains("ERROR"), "{}", service.log_text());
+
+    let log = raw_sent_log(&mock);
+    let attempts: Vec<&serde_json::Value> =
+        log.iter().filter(|e| e["fault"] == "reject" || e["event"] == "open").collect();
+    let rejects = attempts.iter().filter(|e| e["fault"] == "reject").count();
+    assert!(rejects >= 1, "{rejects} rejections logged");
+    for pair in attempts.windows(2) {
+        if pair[0]["fault"] != "reject" {
+            continue;
+        }
+        let waited = pair[1]["at_ms"].as_u64().unwrap() - pair[0]["at_ms"].as_u64().unwrap();
+        let window = pair[0]["retry_after"].as_u64().unwrap() * 1000;
+        assert!(waited + 50 >= window, "attempt {waited} ms after a Retry-After of {window} ms");
+    }
+}
+
+#[test]
+fn shutdown_on_replacement_rotates_after_switch() {
+    // Connection 1 stalls just before its rotation at 2 s. The mock
+    // announces a shutdown on connection 2 at 200 ms and closes it 1.5 s
+    // later. The stale watchdog ends connection 1 first, so connection 2
+    // takes over and must be replaced before the server closes it.
+    let mock = MockExchange::start(&[
+        "--rate",
+        "50",
+        "--ping-interval",
+        PING,
+        "--fault",
+        "at=1900ms conn=1 stall=5s",
+        "--fault",
+        "at=200ms conn=2 shutdown=1500ms",
+    ]);
+    let dir = unique_dir("replacement-shutdown");
+    let settings = overlap_settings(&mock, "2s", "1900ms");
+    let mut service = Service::start(&dir, &settings);
+
+    service.wait_for("connection 3 with data", Duration::from_secs(20), |s| {
+        metric(s, "binance_ingest_rotations_total{cause=\"server_shutdown\"}") >= 1.0
+            && metric(s, "binance_ingest_connects_total") >= 3.0
+            && metric(s, "binance_ingest_disconnects_total{reason=\"rotated\"}") >= 1.0
+    });
+    assert!(service.terminate().success(), "{}", service.log_text());
+
+    let sent = complete_sent_log(&mock);
+    let replacement_open = event_time(&sent, 3, "open").expect("connection 3 opened");
+    let announced_closed = event_time(&sent, 2, "closed").expect("connection 2 closed");
+    assert!(replacement_open < announced_closed, "connection 3 opened after 2 closed");
+    let close = sent.iter().find(|e| e.conn == 2 && e.event.as_deref() == Some("closed"));
+    let reason = close.and_then(|e| e.reason.clone()).unwrap_or_default();
+    assert!(reason.contains("1000"), "the server closed connection 2: {reason}");
+    let stored = stored_records(service.data_dir());
+    assert_stored_exactly_once(&data_events(&sent), &stored);
+}
