@@ -393,11 +393,51 @@ impl Config {
                 .to_string();
             return Err(invalid(key("ROTATE_INTERVAL"), text("ROTATE_INTERVAL"), problem));
         }
+        for (stream, _) in &self.stream_stale_after {
+            if !self.streams.contains(stream) {
+                let problem = format!(
+                    "names {stream}, which is not in {}; a threshold for it would never apply",
+                    key("STREAMS").env_name()
+                );
+                return Err(invalid(
+                    key("STREAM_STALE_AFTER"),
+                    text("STREAM_STALE_AFTER"),
+                    problem,
+                ));
+            }
+        }
+        let latest_close = self.rotate_interval + self.connect_timeout + self.overlap_timeout;
+        if !self.rotate_interval.is_zero() && latest_close >= Duration::from_secs(24 * 3600) {
+            let problem = format!(
+                "leaves no room before Binance's 24 h cut for the handshake ({}={}) and the \
+                 overlap ({}={}); lower it",
+                key("CONNECT_TIMEOUT").env_name(),
+                text("CONNECT_TIMEOUT"),
+                key("OVERLAP_TIMEOUT").env_name(),
+                text("OVERLAP_TIMEOUT")
+            );
+            return Err(invalid(key("ROTATE_INTERVAL"), text("ROTATE_INTERVAL"), problem));
+        }
         if !self.rotate_interval.is_zero() && self.overlap_timeout >= self.rotate_interval {
             let problem = format!(
                 "must be shorter than {}={}: an overlap would last into the next rotation",
                 key("ROTATE_INTERVAL").env_name(),
                 text("ROTATE_INTERVAL")
+            );
+            return Err(invalid(key("OVERLAP_TIMEOUT"), text("OVERLAP_TIMEOUT"), problem));
+        }
+        // Rotation may come early by up to the jitter share, and must then
+        // still leave room for the handshake and the overlap before the
+        // next rotation and before Binance's 24 h cut.
+        let earliest =
+            self.rotate_interval.mul_f64(1.0 - self.rotate_jitter_percent.min(100) as f64 / 100.0);
+        if !self.rotate_interval.is_zero() && self.overlap_timeout >= earliest {
+            let problem = format!(
+                "must be shorter than the earliest jittered rotation, {} ({}={} less {}%)",
+                format_duration(earliest),
+                key("ROTATE_INTERVAL").env_name(),
+                text("ROTATE_INTERVAL"),
+                self.rotate_jitter_percent
             );
             return Err(invalid(key("OVERLAP_TIMEOUT"), text("OVERLAP_TIMEOUT"), problem));
         }

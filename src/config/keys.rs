@@ -631,10 +631,10 @@ fn parse_stream_thresholds(text: &str) -> Result<Vec<(String, Duration)>, String
         let stream = stream.trim();
         validate_stream_name(stream)?;
         let after = duration_in(after.trim(), MS, 24 * HOUR)?;
-        match pairs.iter_mut().find(|(known, _)| known == stream) {
-            Some(pair) => pair.1 = after,
-            None => pairs.push((stream.to_string(), after)),
+        if pairs.iter().any(|(known, _)| known == stream) {
+            return Err(format!("{stream} is listed twice; give each stream one threshold"));
         }
+        pairs.push((stream.to_string(), after));
     }
     Ok(pairs)
 }

@@ -372,11 +372,27 @@ fn stale_default_follows_venue() {
 #[test]
 fn timers_contradicting_the_venue_are_rejected() {
     type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
-    let cases: [Case<'_>; 4] = [
+    let cases: [Case<'_>; 8] = [
         (&[("VENUE", "usdm"), ("STALE_AFTER", "1m")], "STALE_AFTER", "server ping interval"),
         (&[("PONG_TIMEOUT", "3m")], "PONG_TIMEOUT", "shorter than"),
         (&[("ROTATE_INTERVAL", "24h")], "ROTATE_INTERVAL", "under 24h"),
         (&[("ROTATE_INTERVAL", "10s")], "OVERLAP_TIMEOUT", "next rotation"),
+        (
+            &[("ROTATE_INTERVAL", "1s"), ("ROTATE_JITTER", "50"), ("OVERLAP_TIMEOUT", "900ms")],
+            "OVERLAP_TIMEOUT",
+            "earliest jittered rotation",
+        ),
+        (
+            &[("ROTATE_INTERVAL", "23h59m59s"), ("ROTATE_JITTER", "0")],
+            "ROTATE_INTERVAL",
+            "24 h cut",
+        ),
+        (&[("STREAM_STALE_AFTER", "ethusdt@trade=5m")], "STREAM_STALE_AFTER", "not in"),
+        (
+            &[("STREAM_STALE_AFTER", "btcusdt@trade=5m,btcusdt@trade=1m")],
+            "STREAM_STALE_AFTER",
+            "twice",
+        ),
     ];
     for (values, bad_key, words) in cases {
         let settings = values.iter().map(|(name, value)| setting(name, value, Source::File));
@@ -395,6 +411,7 @@ fn compressed_timers_are_accepted() {
         ("PONG_TIMEOUT", "250ms"),
         ("ROTATE_INTERVAL", "400ms"),
         ("OVERLAP_TIMEOUT", "300ms"),
+        ("STREAMS", "btcusdt@trade,ethusdt@trade"),
         ("STREAM_STALE_AFTER", "btcusdt@trade=2s,ethusdt@trade=1500ms"),
     ];
     let settings = values.iter().map(|(name, value)| setting(name, value, Source::Env));
