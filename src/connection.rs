@@ -1,5 +1,5 @@
-//! What the scheduler, the readers and the HTTP thread share about each
-//! connection: why it ended, its live status, and the reader counters.
+//! Connection state shared by the scheduler, the readers and the HTTP
+//! thread: end reasons, live slot status and reader counters.
 
 use std::fmt;
 use std::sync::Mutex;
@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::frame::ConnectionId;
 use crate::metrics::{Counter, Exposition, MetricType};
 
-/// Why a connection ended. The scheduler picks the backoff from this, and
+/// Reason a connection ended. The scheduler picks the backoff from this, and
 /// the `reason` label of the disconnect counter is [`EndReason::label`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EndReason {
@@ -33,7 +33,7 @@ pub enum EndReason {
         /// Plain-words explanation.
         message: String,
     },
-    /// The server answered the WebSocket handshake with an HTTP error.
+    /// The server rejected the WebSocket handshake with an HTTP error status.
     Rejected {
         /// HTTP status, such as 429 or 418.
         status: u16,
@@ -55,7 +55,7 @@ pub enum EndReason {
     Watchdog(WatchdogKind),
 }
 
-/// Which watchdog ended a connection.
+/// Watchdog that ended a connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum WatchdogKind {
     /// No frame of any kind within the stale threshold, or within the
@@ -203,7 +203,7 @@ pub struct SlotSnapshot {
     pub replacement: Option<ConnectionId>,
     /// Receive time of the last frame, ns since the epoch; 0 for none.
     pub last_frame_ns: u64,
-    /// Why the previous connection ended, if one did.
+    /// Reason the previous connection ended, if one did.
     pub last_end: Option<String>,
 }
 

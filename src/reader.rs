@@ -4,7 +4,7 @@
 //! then reads frames, stamps each data frame with its receive time, and hands
 //! them to the pipeline in batches. It never parses payloads and never
 //! touches disk. It never blocks on a full pipeline queue either: a reader
-//! that stops reading stops answering the server's pings and gets cut off.
+//! that stops reading stops sending pongs and gets cut off by the server.
 //! A short socket read timeout keeps the loop turning, so the pong that
 //! tungstenite queues after a ping goes out on the next read, commands are
 //! seen promptly, and a partly filled batch is handed over within the batch
@@ -63,7 +63,7 @@ pub struct ReaderSettings {
     pub max_message_size: usize,
     /// Largest frame accepted, in bytes.
     pub max_frame_size: usize,
-    /// Longest time a received frame waits in a batch.
+    /// Maximum time a received frame waits in a batch.
     pub batch_delay: Duration,
     /// Batch payload size that triggers an immediate hand-over, in bytes.
     pub batch_size: usize,
@@ -112,7 +112,7 @@ pub enum ReaderEvent {
         slot: usize,
         /// Connection id.
         connection: ConnectionId,
-        /// Why it ended.
+        /// Reason the connection ended.
         reason: EndReason,
         /// Time from handshake to end; `None` when it never opened.
         uptime: Option<Duration>,
