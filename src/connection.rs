@@ -86,7 +86,11 @@ impl EndReason {
     /// close code as digits, or a word for the other causes.
     pub fn label(&self) -> String {
         match self {
-            EndReason::ClosedByServer { code: Some(code), .. } => code.to_string(),
+            // Standard and Binance close codes get their own label. Any
+            // other code the server sends shares one, so a server cannot
+            // grow the metric without bound.
+            EndReason::ClosedByServer { code: Some(code @ 1000..=1015), .. } => code.to_string(),
+            EndReason::ClosedByServer { code: Some(_), .. } => "close_other".into(),
             EndReason::ClosedByServer { code: None, .. } => "close_without_code".into(),
             EndReason::Eof => "eof".into(),
             EndReason::Io(_) => "io".into(),
@@ -557,6 +561,8 @@ mod tests {
     fn end_reason_labels_use_close_codes() {
         let closed = EndReason::ClosedByServer { code: Some(1001), reason: "going away".into() };
         assert_eq!(closed.label(), "1001");
+        let odd = EndReason::ClosedByServer { code: Some(4321), reason: String::new() };
+        assert_eq!(odd.label(), "close_other", "server-chosen codes share one label");
         assert_eq!(EndReason::Eof.label(), "eof");
         let rejected = EndReason::Rejected { status: 429, retry_after: None };
         assert_eq!(rejected.label(), "http_429");

@@ -458,9 +458,9 @@ impl<'a> Session<'a> {
     }
 
     /// Hands the batch to the pipeline without blocking. When the queue is
-    /// full the batch is kept and grows, up to four batch sizes, so a short
-    /// stall of the pipeline loses nothing; past that it is dropped and
-    /// counted.
+    /// full, the batch is kept and grows up to [`HOLD_FACTOR`] batch sizes,
+    /// so a short stall of the pipeline loses nothing. Past that size the
+    /// batch is dropped and counted.
     fn hand_over(&mut self) {
         let batch = std::mem::replace(&mut self.batch, FrameBatch::new(self.task.connection, 0));
         match self.task.frames.try_send(batch) {
@@ -485,8 +485,15 @@ impl<'a> Session<'a> {
                 }
                 self.batch = FrameBatch::new(self.task.connection, self.task.settings.batch_size);
             }
-            Err(TrySendError::Disconnected(_)) => {
-                log::debug!("conn={} pipeline gone, discarding batch", self.task.connection);
+            Err(TrySendError::Disconnected(batch)) => {
+                // The pipeline exits only after every reader has, so this
+                // means its thread died; the frames cannot be stored.
+                let dropped = batch.len() as u64;
+                self.task.stats.frames_dropped.add(dropped);
+                log::error!(
+                    "conn={} pipeline thread is gone, dropped {dropped} frames",
+                    self.task.connection
+                );
             }
         }
     }
@@ -659,7 +666,8 @@ fn io_end_reason(error: &io::Error, host: &str) -> EndReason {
     }
 }
 
-/// A read timeout shows as `WouldBlock` on Unix and `TimedOut` on Windows.
+/// Tells a read timeout apart from a real error: a timeout shows as
+/// `WouldBlock` on Unix and `TimedOut` on Windows.
 fn is_timeout(error: &io::Error) -> bool {
     matches!(error.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut)
 }
