@@ -107,7 +107,7 @@ pub struct Config {
     /// `BINANCE_INGEST_MAX_FRAME_SIZE`: largest WebSocket frame accepted.
     /// Defaults to 16 MiB.
     pub max_frame_size: usize,
-    /// `BINANCE_INGEST_BATCH_DELAY`: longest time a reader holds received
+    /// `BINANCE_INGEST_BATCH_DELAY`: maximum time a reader keeps received
     /// frames before it hands them to the pipeline. Defaults to 5 ms.
     pub batch_delay: Duration,
     /// `BINANCE_INGEST_BATCH_SIZE`: payload bytes after which a reader hands

@@ -15,7 +15,7 @@ pub struct ConfigError {
     pub key: String,
     /// Value as given, or empty when the problem is a missing value.
     pub value: String,
-    /// What is wrong and what is accepted.
+    /// Description of the problem and of the accepted values.
     pub problem: String,
 }
 
@@ -34,7 +34,7 @@ pub enum Error {
     Config(ConfigError),
     /// A file could not be read or written.
     File {
-        /// What the service was doing.
+        /// Action that failed, such as `read CA file`.
         action: &'static str,
         /// File or folder involved.
         path: PathBuf,

@@ -35,7 +35,7 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Write timeout of the 503 the accept thread sends when the queue is full.
 pub const BUSY_WRITE_TIMEOUT: Duration = Duration::from_millis(50);
 
-/// Longest time the accept thread waits for the request of a connection it
+/// Maximum time the accept thread waits for the request of a connection it
 /// rejects as busy, so the client can send it before the close.
 const BUSY_DRAIN: Duration = Duration::from_millis(50);
 

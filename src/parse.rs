@@ -26,7 +26,7 @@ use crate::frame::FrameKind;
 /// most four levels (depth levels inside `b` inside `data`).
 const MAX_DEPTH: usize = 64;
 
-/// Why a frame is not market data. Each kind has its own label in
+/// Reason a frame is not market data. Each kind has its own label in
 /// `binance_ingest_parse_errors_total{kind=...}`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ParseErrorKind {
@@ -115,7 +115,7 @@ pub struct Event<'a> {
     pub ids: Ids,
 }
 
-/// What a frame turned out to be.
+/// Classification of one parsed frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Parsed<'a> {
     /// Market data to store.

@@ -350,7 +350,7 @@ struct HeldEvent {
     data: Vec<u8>,
 }
 
-/// Why an overlap ended before every stream met.
+/// Reason an overlap ended before every stream met.
 #[derive(Clone, Copy, Debug)]
 enum OverlapEnd {
     /// The overlap timeout passed.

@@ -45,7 +45,7 @@ impl Route {
     }
 }
 
-/// How streams whose category Binance has not settled are routed.
+/// Routing of the streams whose category Binance has not settled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RoutingRules {
     /// Path family of USD-M `@trade` streams.

@@ -30,7 +30,7 @@ use crate::plan::stream_type;
 use crate::record::Gap;
 use crate::venue::Venue;
 
-/// How a stream's events are keyed and checked for gaps.
+/// Rule by which a stream's events are keyed and checked for gaps.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Rule {
     /// Trade id `t`, consecutive.

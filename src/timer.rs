@@ -65,7 +65,7 @@ impl TimerSettings {
     }
 }
 
-/// What the timer does about one connection.
+/// Timer decision for one connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Action {
     /// Ask the reader to send a client ping.

@@ -16,7 +16,7 @@ pub const DEFAULT_OVERSIZE: usize = 17 << 20;
 /// Duration of a server-wide fault when `for=` is not given.
 pub const DEFAULT_SERVER_FAULT_DURATION: Duration = Duration::from_secs(10);
 
-/// What a fault does.
+/// Action of a fault.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FaultKind {
     /// Sends a close frame with this code.
@@ -43,7 +43,7 @@ pub enum FaultKind {
     DelayReplies(Duration),
     /// Sends `serverShutdown` and closes this much later.
     Shutdown(Duration),
-    /// Answers handshakes with this HTTP status and a `Retry-After` header in
+    /// Rejects handshakes with this HTTP status and a `Retry-After` header in
     /// seconds. Server-wide.
     Reject {
         /// HTTP status: 429, 418, or 403 and 451, which carry no
