@@ -86,6 +86,11 @@ done
 kill -TERM "$service_pid" 2>/dev/null || true
 wait "$service_pid" || { echo "demo: binance-ingest exited with status $?" >&2; exit 1; }
 service_pid=
+# The mock flushes its sent-log every 100 ms and at exit, so stop it before
+# comparing its count with what was stored.
+kill -TERM "$mock_pid" 2>/dev/null || true
+wait "$mock_pid" 2>/dev/null || true
+mock_pid=
 echo
 echo "stopped cleanly; files written:"
 find "$dir/data" -name '*.jsonl' -printf '%s bytes  %p\n' | sort -k3
