@@ -21,7 +21,7 @@
 //! `/readyz` and `/metrics` under a steady request load, 200 requests a
 //! second each, over at least [`MIN_HTTP_REQUESTS`] requests.
 //!
-//! The mock exchange runs under `nice -n 10`. It stands in for a remote
+//! The mock exchange runs under `nice -n 10`. It plays the part of a remote
 //! exchange, so it should not take cores from the service or the client.
 //!
 //! Run with `make bench` or `cargo bench --bench ingest`. Each phase is

@@ -74,7 +74,7 @@ impl FrameBatch {
         FrameBatch { connection, bytes: Vec::new(), frames: Vec::new(), end: true, recycle: None }
     }
 
-    /// Bytes of payload the batch holds without growing.
+    /// Payload bytes the batch can take without reallocating.
     pub fn capacity_bytes(&self) -> usize {
         self.bytes.capacity()
     }
@@ -128,13 +128,8 @@ impl Drop for FrameBatch {
         let mut frames = std::mem::take(&mut self.frames);
         bytes.clear();
         frames.clear();
-        let spare = FrameBatch {
-            connection: self.connection,
-            bytes,
-            frames,
-            end: false,
-            recycle: None,
-        };
+        let spare =
+            FrameBatch { connection: self.connection, bytes, frames, end: false, recycle: None };
         // A full pool, or one whose reader has ended, frees the buffers.
         let _ = recycle.try_send(spare);
     }
@@ -159,7 +154,7 @@ impl BatchPool {
     }
 
     /// Returns an empty batch: a spare one when there is one, else a new
-    /// one. Spares that grew past twice the batch size (a reader holds
+    /// one. Spares that grew past twice the batch size (a reader keeps
     /// frames while the pipeline queue is full) are freed, not reused, so
     /// an idle pool keeps at most `spares` × 2 × `batch_bytes` bytes.
     pub fn take(&self) -> FrameBatch {

@@ -832,7 +832,7 @@ impl Pipeline {
 /// event: the multiply-rotate word hash of rustc's `FxHasher`, which costs a
 /// fraction of the default SipHash on names of 10 to 40 bytes. It does not
 /// resist chosen collisions. That is acceptable here because the table
-/// holds at most `max_streams` names, all sent by the TLS-verified server.
+/// contains at most `max_streams` names, all sent by the TLS-verified server.
 #[derive(Default, Clone, Copy)]
 struct StreamNameHasher {
     hash: u64,

@@ -466,8 +466,8 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Whether the batch is full or its oldest frame has waited the batch
-    /// delay, at time `now_ns`.
+    /// Returns whether the batch is full, or its oldest frame has waited the
+    /// batch delay at time `now_ns`.
     fn batch_due(&self, now_ns: u64) -> bool {
         if self.batch.is_empty() {
             return false;
