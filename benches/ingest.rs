@@ -1,16 +1,33 @@
 //! End-to-end benchmark: the service against the mock exchange over TLS on
 //! loopback, beside a bare read loop as the floor.
 //!
-//! For a trade-only and a depth-only stream it reports messages per second,
-//! CPU seconds per million messages and peak RSS, both for the bare loop
-//! (tungstenite over rustls, counting frames and nothing else) and for
-//! binance-ingest (events stored, so frames dropped under overload do not
-//! count); then the latency of `/readyz` and `/metrics` under a
-//! steady request load while ingest runs at full speed.
+//! For a trade-only and a depth-only stream it runs two methods, each for
+//! the bare loop (tungstenite over rustls, counting frames and nothing else)
+//! and for binance-ingest (events stored, so frames dropped under overload
+//! do not count):
+//!
+//! - flat out: the mock exchange sends as fast as it can. This gives
+//!   messages per second and peak RSS. The service's CPU per message is
+//!   inflated here, because the reader drops frames by design once the
+//!   pipeline queue is full, and the work on those frames is charged to the
+//!   stored ones.
+//! - fixed rate: the mock exchange sends at a rate both readers sustain
+//!   without drops (`BENCH_TRADE_RATE`, default 200,000 events a second,
+//!   and `BENCH_DEPTH_RATE`, default 30,000). Both readers then handle the
+//!   same messages, so this is the CPU seconds per million messages that the
+//!   goals compare.
+//!
+//! During the flat-out trade phase it also measures the latency of
+//! `/readyz` and `/metrics` under a steady request load, 200 requests a
+//! second each, over at least [`MIN_HTTP_REQUESTS`] requests.
+//!
+//! The mock exchange runs under `nice -n 10`. It plays the part of a remote
+//! exchange, so it should not take cores from the service or the client.
 //!
 //! Run with `make bench` or `cargo bench --bench ingest`. Each phase is
-//! bounded in time (`BENCH_SECONDS`, default 8 s per phase) and stops by
-//! itself. Only loopback addresses are used.
+//! bounded in time (`BENCH_SECONDS`, default 8 s per phase, and at most 60 s
+//! for the HTTP phase) and stops by itself. Only loopback addresses are
+//! used.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -26,15 +43,31 @@ use rustls::pki_types::{CertificateDer, ServerName};
 /// Linux reports thread and process times in USER_HZ, 100 per second.
 const USER_HZ: f64 = 100.0;
 
+/// Requests per endpoint the HTTP latency phase collects at least.
+const MIN_HTTP_REQUESTS: usize = 2000;
+
+/// Time between two `/readyz` + `/metrics` request pairs: 200 pairs a second.
+const HTTP_REQUEST_SPACING: Duration = Duration::from_millis(5);
+
+/// Upper bound on the HTTP latency phase.
+const HTTP_PHASE_LIMIT: Duration = Duration::from_secs(60);
+
+/// Niceness of the mock exchange process.
+const MOCK_NICENESS: &str = "10";
+
 struct Figures {
     messages_per_second: f64,
     cpu_per_million: f64,
+    /// Frames the service's reader dropped in the window; 0 for the floor.
+    dropped: f64,
     peak_rss_mib: f64,
 }
 
 fn main() {
     let seconds: u64 =
         std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(8);
+    let trade_rate = env_rate("BENCH_TRADE_RATE", 200_000);
+    let depth_rate = env_rate("BENCH_DEPTH_RATE", 30_000);
     let window = Duration::from_secs(seconds);
     let dir = std::env::temp_dir().join(format!("binance-ingest-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -42,44 +75,55 @@ fn main() {
 
     println!("binance-ingest benchmark: {seconds} s per phase, TLS on loopback, {} cores", cores());
     let mut rows = Vec::new();
-    for (label, stream) in [("trade", "btcusdt@trade"), ("depth", "btcusdt@depth@100ms")] {
-        let mock = Mock::start(&dir.join(format!("mock-floor-{label}")));
-        let floor = bare_read_loop(&mock, stream, window);
-        drop(mock);
+    let streams =
+        [("trade", "btcusdt@trade", trade_rate), ("depth", "btcusdt@depth@100ms", depth_rate)];
+    for (label, stream, fixed_rate) in streams {
+        let mut phases = Vec::new();
+        for rate in ["max".to_string(), fixed_rate.to_string()] {
+            let flat_out = rate == "max";
+            let mock = Mock::start(&dir.join(format!("mock-floor-{label}-{rate}")), &rate);
+            let floor = bare_read_loop(&mock, stream, window);
+            drop(mock);
 
-        let mock = Mock::start(&dir.join(format!("mock-{label}")));
-        let (service, latency) = service_run(
-            &mock,
-            stream,
-            window,
-            &dir.join(format!("service-{label}")),
-            label == "trade",
-        );
-        drop(mock);
-        rows.push((label, floor, service, latency));
+            let mock = Mock::start(&dir.join(format!("mock-{label}-{rate}")), &rate);
+            let service_dir = dir.join(format!("service-{label}-{rate}"));
+            let measure_http = flat_out && label == "trade";
+            let (service, latency) = service_run(&mock, stream, window, &service_dir, measure_http);
+            drop(mock);
+            phases.push((rate, floor, service, latency));
+        }
+        rows.push((label, phases));
     }
 
     println!();
     println!(
-        "{:<7} {:<16} {:>12} {:>16} {:>14}",
-        "stream", "reader", "msg/s", "CPU s / 1M msg", "peak RSS MiB"
+        "{:<7} {:<8} {:<16} {:>10} {:>16} {:>10} {:>13}",
+        "stream", "rate", "reader", "msg/s", "CPU s / 1M msg", "dropped", "peak RSS MiB"
     );
-    for (label, floor, service, _) in &rows {
-        for (name, figures) in [("bare read loop", floor), ("binance-ingest", service)] {
+    for (label, phases) in &rows {
+        for (rate, floor, service, _) in phases {
+            for (name, figures) in [("bare read loop", floor), ("binance-ingest", service)] {
+                println!(
+                    "{label:<7} {rate:<8} {name:<16} {:>10.0} {:>16.3} {:>10.0} {:>13.1}",
+                    figures.messages_per_second,
+                    figures.cpu_per_million,
+                    figures.dropped,
+                    figures.peak_rss_mib
+                );
+            }
             println!(
-                "{label:<7} {name:<16} {:>12.0} {:>16.3} {:>14.1}",
-                figures.messages_per_second, figures.cpu_per_million, figures.peak_rss_mib
+                "{label:<7} {rate:<8} {:<16} {:>10} {:>15.2}x",
+                "ratio",
+                "",
+                service.cpu_per_million / floor.cpu_per_million
             );
         }
-        println!(
-            "{label:<7} {:<16} {:>12} {:>16.2}x",
-            "ratio",
-            "",
-            service.cpu_per_million / floor.cpu_per_million
-        );
     }
-    for (label, _, _, latency) in &rows {
-        if let Some(latency) = latency {
+    println!();
+    println!("Goals (fixed-rate rows): trade ratio at most 4x, depth at most 2x.");
+    for (label, phases) in &rows {
+        for (_, _, _, latency) in phases {
+            let Some(latency) = latency else { continue };
             println!();
             println!(
                 "HTTP latency while ingesting {label} at full speed ({} requests each):",
@@ -98,6 +142,15 @@ fn main() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Reads a positive events-per-second rate from `name`, else `default`.
+fn env_rate(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .filter(|&rate| rate > 0)
+        .unwrap_or(default)
+}
+
 struct Mock {
     child: Child,
     address: SocketAddr,
@@ -105,12 +158,15 @@ struct Mock {
 }
 
 impl Mock {
-    fn start(dir: &Path) -> Mock {
+    /// Starts the mock exchange at `rate` (events a second, or `max`),
+    /// under `nice`.
+    fn start(dir: &Path, rate: &str) -> Mock {
         std::fs::create_dir_all(dir).expect("create mock folder");
         let ready = dir.join("ready");
         let ca = dir.join("ca.pem");
-        let child = Command::new(env!("CARGO_BIN_EXE_mock-exchange"))
-            .args(["--listen", "127.0.0.1:0", "--rate", "max"])
+        let child = Command::new("nice")
+            .args(["-n", MOCK_NICENESS, env!("CARGO_BIN_EXE_mock-exchange")])
+            .args(["--listen", "127.0.0.1:0", "--rate", rate])
             .arg("--ca-out")
             .arg(&ca)
             .arg("--ready-file")
@@ -186,6 +242,7 @@ fn bare_read_loop(mock: &Mock, stream: &str, window: Duration) -> Figures {
     Figures {
         messages_per_second: frames as f64 / elapsed,
         cpu_per_million: cpu / frames as f64 * 1e6,
+        dropped: 0.0,
         peak_rss_mib: status_kib(
             &std::fs::read_to_string("/proc/self/status").unwrap_or_default(),
             "VmHWM:",
@@ -241,6 +298,7 @@ fn service_run(
         assert!(Instant::now() < deadline, "no data reached the service");
         std::thread::sleep(Duration::from_millis(50));
     }
+    let dropped_start = metric(http, "binance_ingest_frames_dropped_total").unwrap_or(0.0);
     let frames_start = stored_events(http);
     let cpu_start = process_cpu_seconds(pid);
     let started = Instant::now();
@@ -250,8 +308,13 @@ fn service_run(
         let stop = stop.clone();
         std::thread::spawn(move || http_load(http, &stop))
     });
-    while started.elapsed() < window {
-        std::thread::sleep(Duration::from_millis(100));
+    let done = || match &load {
+        // The HTTP phase lasts until it has enough requests, within a bound.
+        Some(handle) => handle.is_finished() || started.elapsed() >= HTTP_PHASE_LIMIT,
+        None => started.elapsed() >= window,
+    };
+    while !done() {
+        std::thread::sleep(Duration::from_millis(20));
     }
     stop.store(true, Ordering::Relaxed);
     let latency = load.map(|handle| handle.join().expect("http load thread"));
@@ -259,31 +322,29 @@ fn service_run(
     let elapsed = started.elapsed().as_secs_f64();
     let frames = stored_events(http) - frames_start;
     let cpu = process_cpu_seconds(pid) - cpu_start;
-    let dropped = metric(http, "binance_ingest_frames_dropped_total").unwrap_or(0.0);
+    let dropped =
+        metric(http, "binance_ingest_frames_dropped_total").unwrap_or(0.0) - dropped_start;
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let peak_rss_mib = status_kib(&status, "VmHWM:") as f64 / 1024.0;
 
     let _ = Command::new("kill").arg("-TERM").arg(pid.to_string()).status();
     let _ = child.wait();
-    if dropped > 0.0 {
-        println!(
-            "note: binance-ingest dropped {dropped} frames on the {stream} run (pipeline queue full)"
-        );
-    }
     let figures = Figures {
         messages_per_second: frames / elapsed,
         cpu_per_million: cpu / frames * 1e6,
+        dropped,
         peak_rss_mib,
     };
     (figures, latency)
 }
 
-/// Requests `/readyz` and `/metrics` alternately, 100 times a second, until
+/// Requests `/readyz` and `/metrics` alternately, a pair every
+/// [`HTTP_REQUEST_SPACING`], until it has [`MIN_HTTP_REQUESTS`] pairs or
 /// `stop` is set, and records each latency in milliseconds.
 fn http_load(address: SocketAddr, stop: &AtomicBool) -> Latency {
     let mut latency = Latency { count: 0, readyz: Vec::new(), metrics: Vec::new() };
     let mut next = Instant::now();
-    while !stop.load(Ordering::Relaxed) && latency.count < 100_000 {
+    while !stop.load(Ordering::Relaxed) && latency.count < MIN_HTTP_REQUESTS {
         for (path, samples) in
             [("/readyz", &mut latency.readyz), ("/metrics", &mut latency.metrics)]
         {
@@ -292,7 +353,7 @@ fn http_load(address: SocketAddr, stop: &AtomicBool) -> Latency {
             samples.push(started.elapsed().as_secs_f64() * 1000.0);
         }
         latency.count += 1;
-        next += Duration::from_millis(10);
+        next += HTTP_REQUEST_SPACING;
         if let Some(wait) = next.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
         }

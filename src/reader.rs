@@ -28,7 +28,7 @@ use tungstenite::{Message, WebSocket};
 use crate::connection::{
     ConnectionClock, ConnectionStats, EndReason, SlotState, SlotStatus, WatchdogKind,
 };
-use crate::frame::{ConnectionId, FrameBatch, FrameKind};
+use crate::frame::{BatchPool, ConnectionId, FrameBatch, FrameKind};
 use crate::liveness::Checkin;
 use crate::lograte::LogLimiter;
 use crate::tls;
@@ -37,6 +37,10 @@ use crate::venue::Endpoint;
 /// How many batch sizes of frames a reader keeps while the pipeline queue is
 /// full, before it drops them. The memory budget counts the same figure.
 pub const HOLD_FACTOR: usize = 4;
+
+/// Idle batches a reader keeps for reuse once the pipeline has processed
+/// them. Two cover the batch being filled and the one being processed.
+const SPARE_BATCHES: usize = 2;
 
 /// Read timeout while no frame is waiting to be handed over. It bounds how
 /// long a command or a stop waits to be seen.
@@ -213,6 +217,7 @@ fn run(task: ReaderTask, commands: Receiver<Command>) {
 struct Session<'a> {
     task: &'a ReaderTask,
     socket: Socket,
+    pool: BatchPool,
     batch: FrameBatch,
     batch_started_ns: u64,
     frames: u64,
@@ -227,10 +232,12 @@ struct Session<'a> {
 
 impl<'a> Session<'a> {
     fn new(task: &'a ReaderTask, socket: Socket) -> Session<'a> {
+        let pool = BatchPool::new(task.connection, task.settings.batch_size, SPARE_BATCHES);
         Session {
             task,
             socket,
-            batch: FrameBatch::new(task.connection, task.settings.batch_size),
+            batch: pool.take(),
+            pool,
             batch_started_ns: 0,
             frames: 0,
             poll: Duration::ZERO,
@@ -293,7 +300,13 @@ impl<'a> Session<'a> {
             self.set_poll();
 
             match self.socket.read() {
-                Ok(message) => self.on_message(message),
+                Ok(message) => {
+                    if let Some(received_ns) = self.on_message(message)
+                        && self.batch_due(received_ns)
+                    {
+                        self.hand_over();
+                    }
+                }
                 Err(error) => {
                     if let Some(reason) = self.on_error(error, closing_since.is_some()) {
                         self.finish_batch();
@@ -303,9 +316,6 @@ impl<'a> Session<'a> {
                         return reason;
                     }
                 }
-            }
-            if self.batch_due() {
-                self.hand_over();
             }
         }
     }
@@ -337,7 +347,9 @@ impl<'a> Session<'a> {
         }
     }
 
-    fn on_message(&mut self, message: Message) {
+    /// Handles one message; returns its receive time when it was a data
+    /// frame added to the batch.
+    fn on_message(&mut self, message: Message) -> Option<u64> {
         let now_ns = unix_nanos();
         self.task.status.last_frame_ns.store(now_ns, Ordering::Relaxed);
         self.task.clock.last_frame_ns.store(now_ns, Ordering::Relaxed);
@@ -352,11 +364,11 @@ impl<'a> Session<'a> {
                 if let Err(error) = self.socket.flush() {
                     log::debug!("conn={} pong not flushed yet: {error}", self.task.connection);
                 }
-                return;
+                return None;
             }
             Message::Pong(payload) => {
                 self.on_pong(payload, now_ns);
-                return;
+                return None;
             }
             Message::Close(frame) => {
                 let (code, reason) = match frame {
@@ -364,15 +376,22 @@ impl<'a> Session<'a> {
                     None => (None, String::new()),
                 };
                 self.close_received = Some((code, reason));
-                return;
+                return None;
             }
-            Message::Frame(_) => return,
+            Message::Frame(_) => return None,
         };
         self.task.clock.last_data_ns.store(now_ns, Ordering::Relaxed);
         if self.frames == 0 {
             let first =
                 ReaderEvent::FirstData { slot: self.task.slot, connection: self.task.connection };
             let _ = self.task.events.send(first);
+        }
+        // Handing over before the batch would pass its size keeps the
+        // buffer at its allocated capacity, so it never reallocates.
+        if !self.batch.is_empty()
+            && self.batch.payload_bytes() + payload.len() > self.batch.capacity_bytes()
+        {
+            self.hand_over();
         }
         if self.batch.is_empty() {
             self.batch_started_ns = now_ns;
@@ -381,6 +400,7 @@ impl<'a> Session<'a> {
         self.frames += 1;
         self.task.stats.frames.inc();
         self.task.stats.bytes.add(payload.len() as u64);
+        Some(now_ns)
     }
 
     /// Matches a pong to the outstanding client ping by its payload, the
@@ -446,14 +466,16 @@ impl<'a> Session<'a> {
         }
     }
 
-    fn batch_due(&self) -> bool {
+    /// Returns whether the batch is full, or its oldest frame has waited the
+    /// batch delay at time `now_ns`.
+    fn batch_due(&self, now_ns: u64) -> bool {
         if self.batch.is_empty() {
             return false;
         }
         if self.batch.payload_bytes() >= self.task.settings.batch_size {
             return true;
         }
-        let age = unix_nanos().saturating_sub(self.batch_started_ns);
+        let age = now_ns.saturating_sub(self.batch_started_ns);
         age >= self.task.settings.batch_delay.as_nanos() as u64
     }
 
@@ -466,7 +488,7 @@ impl<'a> Session<'a> {
         match self.task.frames.try_send(batch) {
             Ok(()) => {
                 self.task.stats.batches.inc();
-                self.batch = FrameBatch::new(self.task.connection, self.task.settings.batch_size);
+                self.batch = self.pool.take();
             }
             Err(TrySendError::Full(batch)) => {
                 let hold_limit = self.task.settings.batch_size.saturating_mul(HOLD_FACTOR);
@@ -483,7 +505,7 @@ impl<'a> Session<'a> {
                         self.task.connection
                     );
                 }
-                self.batch = FrameBatch::new(self.task.connection, self.task.settings.batch_size);
+                self.batch = self.pool.take();
             }
             Err(TrySendError::Disconnected(batch)) => {
                 // The pipeline exits only after every reader has, so this
