@@ -227,6 +227,7 @@ impl Config {
                 key: key.env_name(),
                 value: setting.value.clone(),
                 problem: format!("{problem} (set {})", setting.origin),
+                combined: false,
             })?;
             config.sources.set(setting.key, setting.source);
         }
@@ -331,16 +332,20 @@ impl Config {
         }
         let budget = crate::memory::Budget::worst_case(self);
         if budget.total() > self.memory_limit {
+            let limit = key("MEMORY_LIMIT");
             let problem = format!(
-                "the worst-case memory budget is {}, above this limit; {}",
-                format_size(budget.total()),
+                "the worst-case memory budget of {} exceeds {}={}; {}",
+                crate::memory::format_size_rounded(budget.total()),
+                limit.env_name(),
+                limit.value_text(self),
                 budget.advice()
             );
-            return Err(invalid(
-                key("MEMORY_LIMIT"),
-                key("MEMORY_LIMIT").value_text(self),
+            return Err(ConfigError {
+                key: limit.env_name(),
+                value: limit.value_text(self),
                 problem,
-            ));
+                combined: true,
+            });
         }
         Ok(())
     }
@@ -535,7 +540,7 @@ fn key(name: &str) -> &'static Key {
 }
 
 fn invalid(key: &Key, value: String, problem: String) -> ConfigError {
-    ConfigError { key: key.env_name(), value, problem }
+    ConfigError { key: key.env_name(), value, problem, combined: false }
 }
 
 /// Checks that `path` can be read and contains a PEM certificate, so a

@@ -17,10 +17,16 @@ pub struct ConfigError {
     pub value: String,
     /// Description of the problem and of the accepted values.
     pub problem: String,
+    /// Whether several keys cause the problem together, so no single value
+    /// is invalid. The message is then `problem` alone.
+    pub combined: bool,
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.combined {
+            return f.write_str(&self.problem);
+        }
         write!(f, "invalid value {:?} for {}: {}", self.value, self.key, self.problem)
     }
 }

@@ -224,7 +224,7 @@ impl Budget {
                     .iter()
                     .map(|key| format!("{}{key}", crate::config::KEY_PREFIX))
                     .collect();
-                format!("{} {} ({})", item.name, format_size(item.bytes), keys.join(", "))
+                format!("{} {} ({})", item.name, format_size_rounded(item.bytes), keys.join(", "))
             })
             .collect();
         format!(
