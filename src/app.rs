@@ -21,7 +21,7 @@ use crossbeam_channel::{Receiver, Sender, select};
 use crate::config::Config;
 use crate::connection::{ConnectionStats, SlotStatus};
 use crate::error::Error;
-use crate::frame::FrameBatch;
+use crate::frame::{FrameBatch, FrameSender, QueueBytes};
 use crate::health::Health;
 use crate::http::{HttpContext, HttpServer, HttpStats};
 use crate::liveness::{Liveness, STALL_AFTER};
@@ -157,7 +157,9 @@ pub fn start(config: &Config) -> Result<Service, Error> {
     )
     .map_err(|source| Error::Spawn { thread: "memory-sampler".into(), source })?;
 
-    let (frames, frame_rx) = crossbeam_channel::bounded(config.frame_queue);
+    let (frame_tx, frame_rx) = crossbeam_channel::bounded(config.frame_queue);
+    let frames = FrameSender::new(frame_tx, config.frame_queue_bytes);
+    let frame_queue_bytes = frames.bytes();
     let frame_queue = frame_rx.clone();
     let (notice_tx, notices) = crossbeam_channel::bounded(64);
     let (control, control_rx) = crossbeam_channel::bounded(64);
@@ -188,6 +190,7 @@ pub fn start(config: &Config) -> Result<Service, Error> {
         started: Instant::now(),
         memory: memory.clone(),
         frame_queue,
+        frame_queue_bytes,
     });
     let http_context =
         HttpContext { health: health.clone(), ring, metrics: render, stats: http_stats };
@@ -326,6 +329,7 @@ struct MetricSources {
     /// A receiver clone, only for its length: a sender clone would keep the
     /// pipeline from seeing the end of input at shutdown.
     frame_queue: Receiver<FrameBatch>,
+    frame_queue_bytes: Arc<QueueBytes>,
 }
 
 fn metrics_renderer(sources: MetricSources) -> Arc<dyn Fn() -> String + Send + Sync> {
@@ -365,6 +369,18 @@ fn metrics_renderer(sources: MetricSources) -> Arc<dyn Fn() -> String + Send + S
             MetricType::Gauge,
             "Capacity of the frame queue in batches (FRAME_QUEUE).",
             sources.frame_queue.capacity().unwrap_or(0) as u64,
+        );
+        out.single_u64(
+            &format!("{PREFIX}frame_queue_bytes"),
+            MetricType::Gauge,
+            "Heap bytes of the frame batches queued for or held by the pipeline.",
+            sources.frame_queue_bytes.used(),
+        );
+        out.single_u64(
+            &format!("{PREFIX}frame_queue_capacity_bytes"),
+            MetricType::Gauge,
+            "Ceiling on frame_queue_bytes (FRAME_QUEUE_BYTES); an empty queue takes one larger batch.",
+            sources.frame_queue_bytes.limit(),
         );
         out.finish()
     })

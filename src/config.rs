@@ -53,6 +53,10 @@ pub struct Config {
     /// `BINANCE_INGEST_FRAME_QUEUE`: frame batches queued between readers
     /// and the pipeline. Defaults to 64.
     pub frame_queue: usize,
+    /// `BINANCE_INGEST_FRAME_QUEUE_BYTES`: ceiling on the heap bytes of the
+    /// frame batches queued for, or held by, the pipeline. An empty queue
+    /// still takes one larger batch. Defaults to 64 MiB.
+    pub frame_queue_bytes: u64,
     /// `BINANCE_INGEST_FLUSH_INTERVAL`: at most 1 s. Defaults to 1 s.
     pub flush_interval: Duration,
     /// `BINANCE_INGEST_MAX_STREAMS_PER_CONNECTION`: 1 to 1024. Defaults to 1024.
@@ -166,6 +170,7 @@ impl Default for Config {
             instance: "main".to_string(),
             cache_size: 64 << 20,
             frame_queue: 64,
+            frame_queue_bytes: 64 << 20,
             flush_interval: Duration::from_secs(1),
             max_streams_per_connection: 1024,
             routing: RoutingRules::default(),
@@ -489,7 +494,7 @@ pub fn sample_file() -> String {
          # or by systemd's EnvironmentFile=. Environment variables override this\n\
          # file, and command-line flags (--cache-size 64MiB) override both.\n\
          #\n\
-         # Durations take a unit: 250ms, 30s, 5m, 4h, 1h30m. Sizes are bytes or\n\
+         # Durations take a unit: 250ms, 30s, 5m, 4h, 1h30m, 7d. Sizes are bytes or\n\
          # take a binary unit: 512KiB, 64MiB, 1GiB (KB, MB and GB are rejected\n\
          # as ambiguous). Booleans: true, false, 1, 0, yes, no. Values may be\n\
          # quoted; a # after a value is part of the value.\n\

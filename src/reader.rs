@@ -28,14 +28,14 @@ use tungstenite::{Message, WebSocket};
 use crate::connection::{
     ConnectionClock, ConnectionStats, EndReason, SlotState, SlotStatus, WatchdogKind,
 };
-use crate::frame::{ConnectionId, FrameBatch, FrameKind};
+use crate::frame::{ConnectionId, FrameBatch, FrameKind, FrameSender};
 use crate::liveness::Checkin;
 use crate::lograte::LogLimiter;
 use crate::tls;
 use crate::venue::Endpoint;
 
 /// How many batch sizes of frames a reader keeps while the pipeline queue is
-/// full, before it drops them. The memory budget counts the same figure.
+/// full (by batch count or by `FRAME_QUEUE_BYTES`), before it drops them. The memory budget counts the same figure.
 pub const HOLD_FACTOR: usize = 4;
 
 /// Read timeout while no frame is waiting to be handed over. It bounds how
@@ -144,8 +144,8 @@ pub struct ReaderTask {
     pub path_and_query: String,
     /// Shared settings.
     pub settings: ReaderSettings,
-    /// Queue to the pipeline.
-    pub frames: Sender<FrameBatch>,
+    /// Queue to the pipeline, bounded by batches and bytes.
+    pub frames: FrameSender,
     /// Reports to the scheduler.
     pub events: Sender<ReaderEvent>,
     /// Live status of the slot.

@@ -21,7 +21,7 @@ use crossbeam_channel::{Receiver, Sender, select};
 use crate::backoff::{AttemptBudget, Backoff, Rng};
 use crate::connection::ConnectionClock;
 use crate::connection::{ConnectionStats, EndReason, SlotState, SlotStatus};
-use crate::frame::{ConnectionId, FrameBatch};
+use crate::frame::{ConnectionId, FrameSender};
 use crate::liveness::{Checkin, Liveness};
 use crate::pipeline::{Control, Notice};
 use crate::plan::ConnectionPlan;
@@ -87,7 +87,7 @@ impl SchedulerHandle {
 /// Channels and shared state the scheduler works with.
 pub struct SchedulerContext {
     /// Queue to the pipeline; cloned for each reader.
-    pub frames: Sender<FrameBatch>,
+    pub frames: FrameSender,
     /// Notices from the pipeline.
     pub notices: Receiver<Notice>,
     /// Status of every slot, in plan order.

@@ -115,19 +115,27 @@ impl Budget {
             },
             BudgetItem {
                 name: "frame queue",
-                keys: &["FRAME_QUEUE", "BATCH_SIZE", "MAX_MESSAGE_SIZE"],
-                bytes: (config.frame_queue as u64 + 1) * batch,
+                keys: &["FRAME_QUEUE_BYTES", "BATCH_SIZE", "MAX_MESSAGE_SIZE"],
+                // The byte counter covers queued batches and the one the
+                // pipeline processes. An empty queue takes one batch of any
+                // size, whose buffer may have doubled while it grew.
+                bytes: config.frame_queue_bytes.max(2 * batch),
                 detail: format!(
-                    "({} queued + 1 in the pipeline) x {} per batch",
-                    config.frame_queue,
+                    "larger of FRAME_QUEUE_BYTES {} and 2 x {} of one batch",
+                    format_size_rounded(config.frame_queue_bytes),
                     format_size_rounded(batch)
                 ),
             },
             BudgetItem {
                 name: "reader batches",
                 keys: &["BATCH_SIZE", "MAX_MESSAGE_SIZE", "MAX_STREAMS_PER_CONNECTION"],
-                bytes: readers * batch,
-                detail: format!("{readers} readers x {} held batch", format_size_rounded(batch)),
+                // The batch buffer grows by doubling, so its capacity may
+                // reach twice the payload bound.
+                bytes: readers * 2 * batch,
+                detail: format!(
+                    "{readers} readers x 2 x {} held batch",
+                    format_size_rounded(batch)
+                ),
             },
             BudgetItem {
                 name: "websocket buffers",
@@ -307,7 +315,7 @@ mod tests {
         type Change = fn(&mut Config);
         let cases: [(&str, Change); 6] = [
             ("cache", |c| c.cache_size *= 2),
-            ("queue", |c| c.frame_queue *= 2),
+            ("queue", |c| c.frame_queue_bytes *= 4),
             ("message", |c| c.max_message_size *= 2),
             ("streams", |c| c.max_streams *= 2),
             ("sink", |c| c.sink_buffer_size *= 2),
@@ -335,10 +343,10 @@ mod tests {
 
     #[test]
     fn advice_names_largest_keys() {
-        let config = Config { frame_queue: 4096, ..Config::default() };
+        let config = Config { frame_queue_bytes: 4 << 30, ..Config::default() };
         let advice = Budget::worst_case(&config).advice();
-        assert!(advice.starts_with("the largest parts are frame queue"), "{advice}");
-        assert!(advice.contains("BINANCE_INGEST_FRAME_QUEUE"), "{advice}");
+        assert!(advice.starts_with("the largest parts are frame queue 4.0 GiB"), "{advice}");
+        assert!(advice.contains("BINANCE_INGEST_FRAME_QUEUE_BYTES"), "{advice}");
     }
 
     #[test]
