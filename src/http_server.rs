@@ -65,12 +65,20 @@ pub struct Response {
     pub body: String,
     /// `Allow` value, sent with 405.
     pub allow: Option<&'static str>,
+    /// Further header fields as (name, value).
+    pub headers: &'static [(&'static str, &'static str)],
 }
 
 impl Response {
     /// Creates a plain-text response.
     pub fn text(code: u16, body: impl Into<String>) -> Response {
-        Response { code, content_type: "text/plain; charset=utf-8", body: body.into(), allow: None }
+        Response {
+            code,
+            content_type: "text/plain; charset=utf-8",
+            body: body.into(),
+            allow: None,
+            headers: &[],
+        }
     }
 }
 
@@ -443,6 +451,9 @@ fn encode(response: &Response, head_only: bool) -> Vec<u8> {
     );
     if let Some(allow) = response.allow {
         head.push_str(&format!("Allow: {allow}\r\n"));
+    }
+    for (name, value) in response.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
     }
     head.push_str("\r\n");
     let mut bytes = head.into_bytes();

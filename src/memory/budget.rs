@@ -14,7 +14,7 @@
 use std::fmt::Write as _;
 
 use crate::config::{Config, format_size};
-use crate::http::RECENT_MAX;
+use crate::http::{RECENT_MAX, RECENT_MAX_BYTES};
 use crate::plan::plan_connections;
 use crate::sink::READ_CHUNK_BYTES;
 
@@ -104,7 +104,9 @@ impl Budget {
         let sink_buffer = config.sink_buffer_size as u64;
         let window = super::window_samples(config.memory_window, config.memory_sample_interval);
         let http_threads = config.http_threads as u64;
-        let recent = cache.min(RECENT_MAX as u64 * message);
+        // The records' own list: one 32-byte entry per record, doubled by
+        // growth.
+        let recent = cache.min(RECENT_MAX_BYTES as u64) + 2 * RECENT_MAX as u64 * 32;
 
         let items = vec![
             BudgetItem {
@@ -178,13 +180,16 @@ impl Budget {
             },
             BudgetItem {
                 name: "http responses",
-                keys: &["HTTP_THREADS", "CACHE_SIZE", "MAX_MESSAGE_SIZE"],
-                // A /recent response copies up to RECENT_MAX records and
-                // then renders them, so each handler may hold two copies.
+                keys: &["HTTP_THREADS"],
+                // A /recent response copies records of up to
+                // RECENT_MAX_BYTES and renders them into a body of the same
+                // size, which the server copies once more behind the header
+                // after the records are gone, so each handler holds at most
+                // two copies at a time.
                 bytes: http_threads * 2 * recent,
                 detail: format!(
-                    "{http_threads} handlers x 2 x {} of /recent records",
-                    format_size(recent)
+                    "{http_threads} handlers x 2 x {} of /recent records (RECENT_MAX_BYTES)",
+                    format_size_rounded(recent)
                 ),
             },
             BudgetItem {
