@@ -440,6 +440,7 @@ impl Sink {
                 }
             }
         }
+        self.limit_buffer_capacity();
         self.stats.open_files.set(self.open_file_count());
         match failure {
             None => {
@@ -460,6 +461,32 @@ impl Sink {
                 self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
             }
         }
+    }
+
+    /// Frees staging buffer capacity when the part files together keep more
+    /// than `max_staged_bytes` of it. Empty buffers are freed and the others
+    /// shrink to their content, so after this the total capacity is at most
+    /// the larger of `max_staged_bytes` and the staged bytes. Between passes
+    /// a buffer grows at most to twice its content, which is what the
+    /// memory budget counts.
+    fn limit_buffer_capacity(&mut self) {
+        let capacity: usize = self.parts.iter().map(|part| part.staged.capacity()).sum();
+        if capacity <= self.settings.max_staged_bytes {
+            return;
+        }
+        for part in self.parts.iter_mut() {
+            if part.staged.is_empty() {
+                part.staged = Vec::new();
+            } else {
+                part.staged.shrink_to_fit();
+            }
+        }
+    }
+
+    /// Returns the staging buffer capacity of all part files, in bytes.
+    #[cfg(test)]
+    fn buffer_capacity(&self) -> usize {
+        self.parts.iter().map(|part| part.staged.capacity()).sum()
     }
 
     fn report_error(&mut self, message: &str) {
@@ -657,5 +684,38 @@ mod tests {
             liveness.register("sink"),
         );
         assert_eq!(result.unwrap_err().kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn written_buffers_keep_bounded_capacity() {
+        let dir = temp_dir("capacity");
+        let settings = SinkSettings {
+            data_dir: dir.clone(),
+            instance: "cap".to_string(),
+            venue: Venue::Spot,
+            flush_interval: Duration::from_secs(1),
+            max_staged_bytes: 1 << 20,
+        };
+        let mut sink =
+            Sink::new(settings, "20261204T153000Z".to_string(), Arc::new(SinkStats::new()));
+        let line = vec![b'x'; 100 << 10];
+        let received_ns = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+        for index in 0..64 {
+            let stream = format!("s{index}@trade");
+            let record = RecordRef {
+                seq: 0,
+                received_ns,
+                kind: RecordKind::Event,
+                stream: &stream,
+                line: &line,
+            };
+            sink.stage(&record);
+        }
+        assert!(sink.buffer_capacity() > 6 << 20, "staging itself is not limited");
+        sink.write_staged(Instant::now());
+        assert_eq!(sink.stats.records_written(), 64);
+        assert!(sink.buffer_capacity() <= 1 << 20, "capacity {}", sink.buffer_capacity());
+        sink.close_all();
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -164,18 +164,17 @@ impl Budget {
                 name: "sink staging",
                 keys: &["SINK_BUFFER_SIZE", "MAX_MESSAGE_SIZE"],
                 // Staged lines may overshoot the limit by one ring read and
-                // one record; Vec doubling may leave twice that reserved.
-                // The ring read itself is copied into one more buffer.
-                // NOTE: each part file keeps its buffer's capacity after a
-                // write, so with many busy streams the capacity retained
-                // across files can exceed this line.
-                bytes: 2 * (sink_buffer + READ_CHUNK_BYTES as u64 + message)
-                    + READ_CHUNK_BYTES as u64
-                    + message,
+                // one record, and Vec doubling may leave twice that
+                // reserved. After each write pass the part files keep at
+                // most SINK_BUFFER_SIZE of buffer capacity beyond their
+                // content (see Sink::limit_buffer_capacity). Lines go from
+                // the ring straight into those buffers, with no read buffer.
+                bytes: 2 * (sink_buffer + READ_CHUNK_BYTES as u64 + message) + sink_buffer,
                 detail: format!(
-                    "2 x ({} staged + {} read + 1 message) + 1 read buffer",
+                    "2 x ({} staged + {} read + 1 message) + {} kept capacity",
                     format_size(sink_buffer),
-                    format_size(READ_CHUNK_BYTES as u64)
+                    format_size(READ_CHUNK_BYTES as u64),
+                    format_size(sink_buffer)
                 ),
             },
             BudgetItem {
