@@ -44,13 +44,16 @@ pub const STREAM_BASE_BYTES: u64 = 4 << 10;
 pub const DIGEST_BYTES: u64 = 32;
 
 /// Stack reserved per thread: the Rust standard library's default of
-/// 2 MiB. Only touched pages are resident, so this overstates RSS.
+/// 2 MiB for spawned threads. This is reserved address space; only touched
+/// pages are resident, so the figure overstates RSS. The main thread's
+/// stack grows on demand up to `RLIMIT_STACK` and is counted the same way.
 pub const THREAD_STACK_BYTES: u64 = 2 << 20;
 
-/// Threads besides readers and HTTP handlers: main, signals, scheduler,
-/// pipeline, sink, memory sampler, tiny_http's own threads and, during
-/// shutdown, second-signal. Counted on a running service: 11 at idle.
-pub const FIXED_THREADS: u64 = 12;
+/// Threads besides readers and HTTP handler threads: main, signals,
+/// scheduler, timer, pipeline, sink, memory sampler, the HTTP accept thread
+/// and, during shutdown only, second-signal. A service with one connection
+/// and two handler threads therefore runs 11 threads at idle.
+pub const FIXED_THREADS: u64 = 9;
 
 /// Resident memory of the service before the cache ring and buffers are
 /// used: code, libraries, allocator arenas and TLS roots. Measured as the
@@ -202,7 +205,7 @@ impl Budget {
                 keys: &["HTTP_THREADS", "MAX_STREAMS_PER_CONNECTION"],
                 bytes: (FIXED_THREADS + readers + http_threads) * THREAD_STACK_BYTES,
                 detail: format!(
-                    "{} threads x {}",
+                    "{} threads x {} reserved, of which only touched pages are resident",
                     FIXED_THREADS + readers + http_threads,
                     format_size(THREAD_STACK_BYTES)
                 ),
