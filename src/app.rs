@@ -54,6 +54,7 @@ pub struct Service {
     scheduler: Option<SchedulerHandle>,
     pipeline: Option<JoinHandle<()>>,
     sink: Option<JoinHandle<()>>,
+    sink_stats: Arc<SinkStats>,
     http: Option<HttpServer>,
     liveness: Arc<Liveness>,
     notifier: Notifier,
@@ -137,6 +138,7 @@ pub fn start(config: &Config) -> Result<Service, Error> {
         venue: config.venue,
         flush_interval: config.flush_interval,
         max_staged_bytes: config.sink_buffer_size,
+        shutdown_retry: config.sink_shutdown_retry,
     };
     let sink =
         sink::spawn(sink_settings, ring.clone(), sink_stats.clone(), liveness.register("sink"))
@@ -183,7 +185,7 @@ pub fn start(config: &Config) -> Result<Service, Error> {
     let render = metrics_renderer(MetricSources {
         connections: connection_stats.clone(),
         pipeline: pipeline_stats.clone(),
-        sink: sink_stats,
+        sink: sink_stats.clone(),
         ring: ring.clone(),
         health: health.clone(),
         http: http_stats.clone(),
@@ -239,6 +241,7 @@ pub fn start(config: &Config) -> Result<Service, Error> {
         scheduler: Some(scheduler),
         pipeline: Some(pipeline),
         sink: Some(sink),
+        sink_stats,
         http: Some(http),
         liveness,
         notifier,
@@ -397,6 +400,7 @@ pub fn run(config: &Config) -> Result<(), Error> {
     let service = start(config)?;
     let cause = service.wait(&stop);
     let memory = service.memory().clone();
+    let sink_stats = service.sink_stats.clone();
     log::info!("received {cause}, shutting down");
 
     let first_signal = Instant::now();
@@ -418,6 +422,10 @@ pub fn run(config: &Config) -> Result<(), Error> {
         .map_err(|source| Error::Spawn { thread: "second-signal".into(), source })?;
 
     service.shutdown();
+    let unwritten = sink_stats.abandoned_records();
+    if unwritten > 0 {
+        return Err(Error::UnwrittenRecords { records: unwritten });
+    }
     if cause == CAUSE_MEMORY_CRITICAL {
         return Err(Error::MemoryCritical { resident_bytes: memory.resident_bytes.get() });
     }

@@ -128,6 +128,11 @@ pub struct Config {
     /// `BINANCE_INGEST_SINK_BUFFER_SIZE`: staged bytes after which the sink
     /// stops reading the ring until its writes catch up. Defaults to 8 MiB.
     pub sink_buffer_size: usize,
+    /// `BINANCE_INGEST_SINK_SHUTDOWN_RETRY`: how long the sink keeps
+    /// retrying failed writes at shutdown before it gives up on the
+    /// unwritten records. 1 s to 50 s, below the unit's 60 s stop timeout.
+    /// Defaults to 30 s.
+    pub sink_shutdown_retry: Duration,
     /// `BINANCE_INGEST_MEMORY_LIMIT`: ceiling on the worst-case memory
     /// budget computed from the other limits; start-up fails above it.
     /// Defaults to 2 GiB.
@@ -195,6 +200,7 @@ impl Default for Config {
             dedup_window: 256,
             max_streams: 4096,
             sink_buffer_size: 8 << 20,
+            sink_shutdown_retry: Duration::from_secs(30),
             memory_limit: 2 << 30,
             memory_sample_interval: Duration::from_secs(30),
             memory_window: Duration::from_secs(24 * 3600),

@@ -658,3 +658,57 @@ fn shutdown_on_replacement_rotates_after_switch() {
     let stored = stored_records(service.data_dir());
     assert_stored_exactly_once(&data_events(&sent), &stored);
 }
+
+/// A tmpfs mounted for one test; unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `size` (such as `1m`) at `path`, or returns `None`
+    /// when this process may not mount (not root, or no mount permission).
+    fn mount(path: &std::path::Path, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(path).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .ok()?;
+        status.success().then(|| SmallDisk(path.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn full_disk_shutdown_gives_up_and_exits_74() {
+    let dir = unique_dir("full-disk");
+    // Declared before the service, so the service stops before the unmount.
+    let Some(_disk) = SmallDisk::mount(&dir.join("data"), "1m") else {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    let mock = MockExchange::start(&["--rate", "2000"]);
+    let settings = with(
+        base_settings(&mock, "btcusdt@depth@100ms,ethusdt@depth@100ms"),
+        "BINANCE_INGEST_SINK_SHUTDOWN_RETRY",
+        "1s",
+    );
+    let settings = with(settings, "BINANCE_INGEST_FLUSH_INTERVAL", "50ms");
+    let mut service = Service::start(&dir, &settings);
+    service.wait_for("a failed write on the full disk", Duration::from_secs(30), |service| {
+        metric(service, "binance_ingest_sink_write_errors_total") > 0.0
+    });
+    assert_eq!(metric(&service, "binance_ingest_sink_abandoned_records_total"), 0.0);
+
+    let started = std::time::Instant::now();
+    let status = service.terminate();
+    let log = service.log_text();
+    assert_eq!(status.code(), Some(74), "{log}");
+    assert!(started.elapsed() < Duration::from_secs(20), "shutdown took {:?}", started.elapsed());
+    assert!(service.log_contains("sink gave up at shutdown"), "{log}");
+    assert!(service.log_contains("could not write"), "{log}");
+}

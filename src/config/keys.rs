@@ -432,6 +432,16 @@ pub static KEYS: &[Key] = &[
         show: |c| format_size(c.sink_buffer_size as u64),
     },
     Key {
+        name: "SINK_SHUTDOWN_RETRY",
+        placeholder: "DURATION",
+        help: "how long the sink retries failed writes at shutdown before it gives up, 1s to 50s",
+        apply: |c, v| {
+            c.sink_shutdown_retry = duration_in(v, SECOND, 50 * SECOND)?;
+            Ok(())
+        },
+        show: |c| format_duration(c.sink_shutdown_retry),
+    },
+    Key {
         name: "MEMORY_LIMIT",
         placeholder: "SIZE",
         help: "start-up fails when the worst-case memory budget exceeds this, 16MiB+",
