@@ -293,7 +293,9 @@ impl Scheduler {
         let connection = self.next_connection;
         self.next_connection += 1;
         let slot = &mut self.slots[index];
-        if !replacement && slot.attempted {
+        if replacement {
+            self.context.stats.replacement_attempts.inc();
+        } else if slot.attempted {
             self.context.stats.reconnect_attempts.inc();
         }
         slot.attempted = true;
@@ -541,7 +543,7 @@ impl Scheduler {
         uptime: Option<Duration>,
         frames: u64,
     ) {
-        self.context.stats.count_disconnect(&reason);
+        self.context.stats.count_end(&reason, uptime.is_some());
         if let Some(timer) = self.timer.as_ref() {
             timer.unwatch(connection);
         }

@@ -59,7 +59,14 @@ fn rotations_lose_and_repeat_nothing() {
     let sent = complete_sent_log(&mock);
     let cuts = sent.iter().filter(|e| e.event.as_deref() == Some("max-age")).count();
     assert_eq!(cuts, 0, "the mock's cut came before a rotation");
-    assert!(sum_of(&metrics, "binance_ingest_rotations_total{cause=\"schedule\"}") >= 20.0);
+    let rotations = sum_of(&metrics, "binance_ingest_rotations_total{cause=\"schedule\"}");
+    assert!(rotations >= 20.0);
+    let replacements = "binance_ingest_reconnect_attempts_total{kind=\"replacement\"}";
+    // The last rotation's replacement may not have started at the snapshot.
+    let replaced = sum_of(&metrics, replacements);
+    assert!(replaced >= rotations - 1.0, "{replaced} replacement attempts, {rotations} rotations");
+    let reconnects = "binance_ingest_reconnect_attempts_total{kind=\"reconnect\"}";
+    assert_eq!(sum_of(&metrics, reconnects), 0.0, "no connection failed");
     assert_eq!(sum_of(&metrics, "binance_ingest_overlaps_total{outcome=\"deadline\"}"), 0.0);
     assert!(sum_of(&metrics, "binance_ingest_duplicates_dropped_total{") > 0.0, "overlaps");
 
@@ -285,6 +292,11 @@ fn rate_limit_windows_are_waited_out() {
     });
     assert_eq!(metric(&service, "binance_ingest_rate_limited"), 0.0, "alert clears");
     assert!(metric(&service, "binance_ingest_handshake_rejections_total{status=\"429\"}") >= 1.0);
+    // A rejected handshake is a failed connect, not the end of a connection.
+    let failures = "binance_ingest_connect_failures_total{reason=\"http_429\"}";
+    assert!(metric(&service, failures) >= 1.0);
+    assert_eq!(metric(&service, "binance_ingest_disconnects_total{reason=\"http_429\"}"), 0.0);
+    assert_eq!(metric(&service, "binance_ingest_disconnects_total{reason=\"http_418\"}"), 0.0);
     assert!(service.terminate().success());
 
     let log = raw_sent_log(&mock);
@@ -352,7 +364,7 @@ fn accept_and_drop_is_backed_off() {
     let after = mock.sent_log().iter().filter(|e| e.event.as_deref() == Some("open")).count();
     // At the 1 s cap, full jitter averages 500 ms between attempts.
     assert!(after - before <= 15, "{} attempts in 3 s at the backoff cap", after - before);
-    assert!(metric(&service, "binance_ingest_reconnect_attempts_total") >= 5.0);
+    assert!(metric(&service, "binance_ingest_reconnect_attempts_total{kind=\"reconnect\"}") >= 5.0);
     assert!(service.terminate().success());
     let steps: Vec<u32> = service
         .log_text()
