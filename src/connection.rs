@@ -378,6 +378,9 @@ pub struct ConnectionStats {
     pub bytes: Counter,
     /// Ping frames received from servers.
     pub pings_received: Counter,
+    /// Pongs sent later than their ping to keep the control frame spacing,
+    /// each answering the latest of the pings held meanwhile.
+    pub pongs_delayed: Counter,
     /// Frames dropped because the pipeline queue stayed full.
     pub frames_dropped: Counter,
     /// Batches handed to the pipeline.
@@ -454,6 +457,11 @@ impl ConnectionStats {
             ("frames_received_total", "Data frames received from the exchange.", &self.frames),
             ("received_bytes_total", "Payload bytes of data frames received.", &self.bytes),
             ("server_pings_total", "Ping frames received from the exchange.", &self.pings_received),
+            (
+                "pongs_delayed_total",
+                "Pongs held back to keep one control frame per second; each answers the latest ping.",
+                &self.pongs_delayed,
+            ),
             (
                 "frames_dropped_total",
                 "Frames dropped by a reader because the pipeline queue stayed full.",

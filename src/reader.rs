@@ -8,7 +8,9 @@
 //! A short socket read timeout keeps the loop turning, so the pong that
 //! tungstenite queues after a ping goes out on the next read, commands are
 //! seen promptly, and a partly filled batch is handed over within the batch
-//! delay.
+//! delay. Pongs keep the same spacing as every control frame this reader
+//! sends: a ping that comes sooner is answered later, and only the latest
+//! one, which RFC 6455 section 5.5.3 allows.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -223,10 +225,17 @@ struct Session<'a> {
     last_control: Option<Instant>,
     /// A client ping was requested but waits for the control frame spacing.
     ping_pending: bool,
+    /// The pong for the latest server ping waits for the control frame
+    /// spacing; see [`Session::hold_pong`].
+    pong_held: bool,
+    /// Write buffer sizes of the socket, restored when a held pong goes out.
+    write_buffers: (usize, usize),
 }
 
 impl<'a> Session<'a> {
     fn new(task: &'a ReaderTask, socket: Socket) -> Session<'a> {
+        let config = socket.get_config();
+        let write_buffers = (config.write_buffer_size, config.max_write_buffer_size);
         Session {
             task,
             socket,
@@ -238,6 +247,8 @@ impl<'a> Session<'a> {
             close_received: None,
             last_control: None,
             ping_pending: false,
+            pong_held: false,
+            write_buffers,
         }
     }
 
@@ -249,6 +260,10 @@ impl<'a> Session<'a> {
             self.task.checkin.beat();
             while closing_since.is_none() {
                 let Ok(command) = commands.try_recv() else { break };
+                if matches!(command, Command::Kill(_) | Command::Close | Command::Retire) {
+                    // A held pong would keep the close frame queued too.
+                    self.release_pong();
+                }
                 match command {
                     Command::Ping => self.ping_pending = true,
                     Command::Kill(kind) => {
@@ -278,6 +293,9 @@ impl<'a> Session<'a> {
                         }
                     }
                 }
+            }
+            if self.pong_held && self.control_frame_allowed(Instant::now()) {
+                self.release_pong();
             }
             if self.ping_pending && closing_since.is_none() {
                 self.send_ping();
@@ -317,7 +335,7 @@ impl<'a> Session<'a> {
     /// already show that the connection is alive.
     fn send_ping(&mut self) {
         let now = Instant::now();
-        if self.last_control.is_some_and(|last| now.duration_since(last) < CONTROL_FRAME_SPACING) {
+        if !self.control_frame_allowed(now) {
             return;
         }
         let sent_ns = unix_nanos();
@@ -337,6 +355,45 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// Whether the control frame spacing allows a ping or pong at `now`.
+    fn control_frame_allowed(&self, now: Instant) -> bool {
+        self.last_control.is_none_or(|last| now.duration_since(last) >= CONTROL_FRAME_SPACING)
+    }
+
+    /// Keeps tungstenite's queued pong from being sent. tungstenite 0.30
+    /// sends the queued pong at the start of every read, but when the
+    /// frame does not fit in the write buffer it keeps it queued, and a
+    /// newer ping's pong replaces it. A one-byte write buffer fits no frame,
+    /// so the pong waits, answering only the latest ping, until
+    /// [`Session::release_pong`] restores the buffer sizes.
+    fn hold_pong(&mut self) {
+        if !self.pong_held {
+            self.socket.set_config(|config| {
+                config.write_buffer_size = 0;
+                config.max_write_buffer_size = 1;
+            });
+            self.pong_held = true;
+        }
+    }
+
+    /// Restores the write buffer and sends the held pong, if any.
+    fn release_pong(&mut self) {
+        if !self.pong_held {
+            return;
+        }
+        let (write, max_write) = self.write_buffers;
+        self.socket.set_config(|config| {
+            config.write_buffer_size = write;
+            config.max_write_buffer_size = max_write;
+        });
+        self.pong_held = false;
+        self.last_control = Some(Instant::now());
+        self.task.stats.pongs_delayed.inc();
+        if let Err(error) = self.socket.flush() {
+            log::debug!("conn={} held pong not flushed yet: {error}", self.task.connection);
+        }
+    }
+
     fn on_message(&mut self, message: Message) {
         let now_ns = unix_nanos();
         self.task.status.last_frame_ns.store(now_ns, Ordering::Relaxed);
@@ -345,10 +402,16 @@ impl<'a> Session<'a> {
             Message::Text(text) => (FrameKind::Text, text.as_bytes()),
             Message::Binary(bytes) => (FrameKind::Binary, bytes),
             Message::Ping(_) => {
-                // tungstenite has queued the pong with the same payload;
-                // flushing sends it now rather than at the next read.
+                // tungstenite has queued the pong with the same payload,
+                // replacing the pong of an earlier ping not yet sent.
                 self.task.stats.pings_received.inc();
-                self.last_control = Some(Instant::now());
+                let now = Instant::now();
+                if self.pong_held || !self.control_frame_allowed(now) {
+                    self.hold_pong();
+                    return;
+                }
+                // Flushing sends the pong now rather than at the next read.
+                self.last_control = Some(now);
                 if let Err(error) = self.socket.flush() {
                     log::debug!("conn={} pong not flushed yet: {error}", self.task.connection);
                 }

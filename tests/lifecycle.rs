@@ -724,3 +724,28 @@ fn full_disk_shutdown_gives_up_and_exits_74() {
     assert!(service.log_contains("sink gave up at shutdown"), "{log}");
     assert!(service.log_contains("could not write"), "{log}");
 }
+
+#[test]
+fn fast_server_pings_get_spaced_pongs() {
+    // 10 pings a second; the mock, like Binance spot, closes a connection
+    // that sends over 5 messages a second, pongs included.
+    let mock =
+        MockExchange::start(&["--rate", "50", "--ping-interval", "100ms", "--pong-timeout", "5s"]);
+    let dir = unique_dir("fast-pings");
+    let settings = base_settings(&mock, "btcusdt@trade");
+    let settings = with(settings, "BINANCE_INGEST_SERVER_PING_INTERVAL", "100ms");
+    let settings = with(settings, "BINANCE_INGEST_STALE_AFTER", "5s");
+    let mut service = Service::start(&dir, &settings);
+
+    service.wait_for("40 server pings", Duration::from_secs(20), |s| {
+        metric(s, "binance_ingest_server_pings_total") >= 40.0
+    });
+    let (_, metrics) = service.get("/metrics");
+    assert!(service.terminate().success(), "{}", service.log_text());
+
+    assert_eq!(sum_of(&metrics, "binance_ingest_connects_total"), 1.0, "{metrics}");
+    assert_eq!(sum_of(&metrics, "binance_ingest_disconnects_total{"), 0.0, "{metrics}");
+    let delayed = sum_of(&metrics, "binance_ingest_pongs_delayed_total");
+    assert!(delayed >= 2.0, "{delayed} delayed pongs");
+    assert!(!service.log_contains("too many messages"), "{}", service.log_text());
+}
