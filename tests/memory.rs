@@ -368,7 +368,7 @@ fn check_config_prints_budget_and_enforces_limit() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("BINANCE_INGEST_MEMORY_LIMIT"), "{stderr}");
     assert!(stderr.contains("worst-case memory budget"), "{stderr}");
-    assert!(stderr.contains("BINANCE_INGEST_FRAME_QUEUE"), "{stderr}");
+    assert!(stderr.contains("BINANCE_INGEST_CACHE_SIZE"), "{stderr}");
 }
 
 #[test]

@@ -434,7 +434,7 @@ pub static KEYS: &[Key] = &[
     Key {
         name: "SINK_SHUTDOWN_RETRY",
         placeholder: "DURATION",
-        help: "how long the sink retries failed writes at shutdown before it gives up, 1s to 50s",
+        help: "time the sink retries failed writes at shutdown, then gives up, 1s to 50s",
         apply: |c, v| {
             c.sink_shutdown_retry = duration_in(v, SECOND, 50 * SECOND)?;
             Ok(())
