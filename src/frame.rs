@@ -207,7 +207,7 @@ impl FrameSender {
     }
 
     /// Queues `batch` without blocking. Returns it as
-    /// [`TrySendError::Full`] when the queue holds its maximum number of
+    /// [`TrySendError::Full`] when the queue contains its maximum number of
     /// batches or the batch would pass the byte limit.
     pub fn try_send(&self, mut batch: FrameBatch) -> Result<(), TrySendError<FrameBatch>> {
         let size = batch.heap_bytes();

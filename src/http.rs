@@ -22,7 +22,7 @@ pub const RECENT_MAX: usize = 1000;
 
 /// Maximum bytes of the records one `/recent` response copies from the
 /// ring, one newline per record included: 4 MiB. The response body is
-/// the same size, so a handler holds at most twice this.
+/// the same size, so a handler keeps at most twice this in memory.
 pub const RECENT_MAX_BYTES: usize = 4 << 20;
 
 /// Header field set on a `/recent` response that left out older records

@@ -355,7 +355,8 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Whether the control frame spacing allows a ping or pong at `now`.
+    /// Returns whether the control frame spacing allows a ping or pong at
+    /// `now`.
     fn control_frame_allowed(&self, now: Instant) -> bool {
         self.last_control.is_none_or(|last| now.duration_since(last) >= CONTROL_FRAME_SPACING)
     }

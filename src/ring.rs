@@ -605,7 +605,7 @@ impl Ring {
 
     /// Returns what [`Ring::recent`] returns, but stops before the first
     /// record whose line and newline would take the total past
-    /// `max_bytes`, and says so in [`RecentPage::truncated`].
+    /// `max_bytes`, and then sets [`RecentPage::truncated`].
     pub fn recent_within(
         &self,
         stream: Option<&str>,

@@ -743,6 +743,7 @@ mod tests {
         };
         let mut sink =
             Sink::new(settings, "20261204T153000Z".to_string(), Arc::new(SinkStats::new()));
+
         let line = vec![b'x'; 100 << 10];
         let received_ns = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
         for index in 0..64 {
@@ -757,9 +758,11 @@ mod tests {
             sink.stage(&record);
         }
         assert!(sink.buffer_capacity() > 6 << 20, "staging itself is not limited");
+
         sink.write_staged(Instant::now());
         assert_eq!(sink.stats.records_written(), 64);
         assert!(sink.buffer_capacity() <= 1 << 20, "capacity {}", sink.buffer_capacity());
+
         sink.close_all();
         fs::remove_dir_all(&dir).unwrap();
     }

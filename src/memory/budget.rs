@@ -186,7 +186,7 @@ impl Budget {
                 // A /recent response copies records of up to
                 // RECENT_MAX_BYTES and renders them into a body of the same
                 // size, which the server copies once more behind the header
-                // after the records are gone, so each handler holds at most
+                // after the records are gone, so each handler keeps at most
                 // two copies at a time.
                 bytes: http_threads * 2 * recent,
                 detail: format!(
