@@ -8,9 +8,9 @@
 //! A short socket read timeout keeps the loop turning, so the pong that
 //! tungstenite queues after a ping goes out on the next read, commands are
 //! seen promptly, and a partly filled batch is handed over within the batch
-//! delay. Pongs keep the same spacing as every control frame this reader
-//! sends: a ping that comes sooner is answered later, and only the latest
-//! one, which RFC 6455 section 5.5.3 allows.
+//! delay. Pongs go out at most every [`PONG_SPACING`]: a ping that comes
+//! sooner is answered later, and only the latest one, which RFC 6455
+//! section 5.5.3 allows.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -76,6 +76,12 @@ pub struct ReaderSettings {
 /// requests toward 5 messages a second on spot and 10 on futures, and
 /// closes a connection beyond that with code 1008.
 pub const CONTROL_FRAME_SPACING: Duration = Duration::from_secs(1);
+
+/// Shortest time between a pong and the previous ping or pong this reader
+/// sent, so it sends at most 4 pongs a second, under the 5 messages a second
+/// Binance allows on spot. Client pings wait [`CONTROL_FRAME_SPACING`] after
+/// any control frame, so they add nothing while pongs go out this often.
+pub const PONG_SPACING: Duration = Duration::from_millis(250);
 
 /// Request to a running reader.
 #[derive(Debug)]
@@ -225,8 +231,8 @@ struct Session<'a> {
     last_control: Option<Instant>,
     /// A client ping was requested but waits for the control frame spacing.
     ping_pending: bool,
-    /// The pong for the latest server ping waits for the control frame
-    /// spacing; see [`Session::hold_pong`].
+    /// The pong for the latest server ping waits for [`PONG_SPACING`]; see
+    /// [`Session::hold_pong`].
     pong_held: bool,
     /// Write buffer sizes of the socket, restored when a held pong goes out.
     write_buffers: (usize, usize),
@@ -294,7 +300,7 @@ impl<'a> Session<'a> {
                     }
                 }
             }
-            if self.pong_held && self.control_frame_allowed(Instant::now()) {
+            if self.pong_held && self.pong_allowed(Instant::now()) {
                 self.release_pong();
             }
             if self.ping_pending && closing_since.is_none() {
@@ -355,10 +361,15 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Returns whether the control frame spacing allows a ping or pong at
+    /// Returns whether [`CONTROL_FRAME_SPACING`] allows a client ping at
     /// `now`.
     fn control_frame_allowed(&self, now: Instant) -> bool {
         self.last_control.is_none_or(|last| now.duration_since(last) >= CONTROL_FRAME_SPACING)
+    }
+
+    /// Returns whether [`PONG_SPACING`] allows a pong at `now`.
+    fn pong_allowed(&self, now: Instant) -> bool {
+        self.last_control.is_none_or(|last| now.duration_since(last) >= PONG_SPACING)
     }
 
     /// Keeps tungstenite's queued pong from being sent. tungstenite 0.30
@@ -407,7 +418,7 @@ impl<'a> Session<'a> {
                 // replacing the pong of an earlier ping not yet sent.
                 self.task.stats.pings_received.inc();
                 let now = Instant::now();
-                if self.pong_held || !self.control_frame_allowed(now) {
+                if self.pong_held || !self.pong_allowed(now) {
                     self.hold_pong();
                     return;
                 }
