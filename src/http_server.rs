@@ -498,6 +498,15 @@ mod tests {
     }
 
     #[test]
+    fn encode_writes_extra_headers() {
+        let response =
+            Response { headers: &[("X-Recent-Truncated", "true")], ..Response::text(200, "a\n") };
+        let full = String::from_utf8(encode(&response, false)).unwrap();
+        assert!(full.contains("\r\nX-Recent-Truncated: true\r\n"), "{full}");
+        assert!(full.ends_with("\r\n\r\na\n"), "{full}");
+    }
+
+    #[test]
     fn stats_count_by_code() {
         let stats = HttpStats::default();
         stats.count_response(413);
