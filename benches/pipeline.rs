@@ -183,6 +183,7 @@ fn run_case(name: &str, count: usize, frame: FrameWriter) {
             venue: Venue::Spot,
             flush_interval: Duration::from_secs(1),
             max_staged_bytes: sink::MAX_STAGED_BYTES,
+            shutdown_retry: sink::SHUTDOWN_RETRY_LIMIT,
         },
         ring.clone(),
         sink_stats.clone(),

@@ -21,7 +21,7 @@ use crossbeam_channel::{Receiver, Sender, select};
 use crate::config::Config;
 use crate::connection::{ConnectionStats, SlotStatus};
 use crate::error::Error;
-use crate::frame::FrameBatch;
+use crate::frame::{FrameBatch, FrameSender, QueueBytes};
 use crate::health::Health;
 use crate::http::{HttpContext, HttpServer, HttpStats};
 use crate::liveness::{Liveness, STALL_AFTER};
@@ -54,6 +54,7 @@ pub struct Service {
     scheduler: Option<SchedulerHandle>,
     pipeline: Option<JoinHandle<()>>,
     sink: Option<JoinHandle<()>>,
+    sink_stats: Arc<SinkStats>,
     http: Option<HttpServer>,
     liveness: Arc<Liveness>,
     notifier: Notifier,
@@ -137,6 +138,7 @@ pub fn start(config: &Config) -> Result<Service, Error> {
         venue: config.venue,
         flush_interval: config.flush_interval,
         max_staged_bytes: config.sink_buffer_size,
+        shutdown_retry: config.sink_shutdown_retry,
     };
     let sink =
         sink::spawn(sink_settings, ring.clone(), sink_stats.clone(), liveness.register("sink"))
@@ -157,7 +159,9 @@ pub fn start(config: &Config) -> Result<Service, Error> {
     )
     .map_err(|source| Error::Spawn { thread: "memory-sampler".into(), source })?;
 
-    let (frames, frame_rx) = crossbeam_channel::bounded(config.frame_queue);
+    let (frame_tx, frame_rx) = crossbeam_channel::bounded(config.frame_queue);
+    let frames = FrameSender::new(frame_tx, config.frame_queue_bytes);
+    let frame_queue_bytes = frames.bytes();
     let frame_queue = frame_rx.clone();
     let (notice_tx, notices) = crossbeam_channel::bounded(64);
     let (control, control_rx) = crossbeam_channel::bounded(64);
@@ -181,13 +185,14 @@ pub fn start(config: &Config) -> Result<Service, Error> {
     let render = metrics_renderer(MetricSources {
         connections: connection_stats.clone(),
         pipeline: pipeline_stats.clone(),
-        sink: sink_stats,
+        sink: sink_stats.clone(),
         ring: ring.clone(),
         health: health.clone(),
         http: http_stats.clone(),
         started: Instant::now(),
         memory: memory.clone(),
         frame_queue,
+        frame_queue_bytes,
     });
     let http_context =
         HttpContext { health: health.clone(), ring, metrics: render, stats: http_stats };
@@ -236,6 +241,7 @@ pub fn start(config: &Config) -> Result<Service, Error> {
         scheduler: Some(scheduler),
         pipeline: Some(pipeline),
         sink: Some(sink),
+        sink_stats,
         http: Some(http),
         liveness,
         notifier,
@@ -326,6 +332,7 @@ struct MetricSources {
     /// A receiver clone, only for its length: a sender clone would keep the
     /// pipeline from seeing the end of input at shutdown.
     frame_queue: Receiver<FrameBatch>,
+    frame_queue_bytes: Arc<QueueBytes>,
 }
 
 fn metrics_renderer(sources: MetricSources) -> Arc<dyn Fn() -> String + Send + Sync> {
@@ -366,6 +373,18 @@ fn metrics_renderer(sources: MetricSources) -> Arc<dyn Fn() -> String + Send + S
             "Capacity of the frame queue in batches (FRAME_QUEUE).",
             sources.frame_queue.capacity().unwrap_or(0) as u64,
         );
+        out.single_u64(
+            &format!("{PREFIX}frame_queue_bytes"),
+            MetricType::Gauge,
+            "Heap bytes of the frame batches queued for or held by the pipeline.",
+            sources.frame_queue_bytes.used(),
+        );
+        out.single_u64(
+            &format!("{PREFIX}frame_queue_capacity_bytes"),
+            MetricType::Gauge,
+            "Ceiling on frame_queue_bytes (FRAME_QUEUE_BYTES); an empty queue takes one larger batch.",
+            sources.frame_queue_bytes.limit(),
+        );
         out.finish()
     })
 }
@@ -381,6 +400,7 @@ pub fn run(config: &Config) -> Result<(), Error> {
     let service = start(config)?;
     let cause = service.wait(&stop);
     let memory = service.memory().clone();
+    let sink_stats = service.sink_stats.clone();
     log::info!("received {cause}, shutting down");
 
     let first_signal = Instant::now();
@@ -402,6 +422,10 @@ pub fn run(config: &Config) -> Result<(), Error> {
         .map_err(|source| Error::Spawn { thread: "second-signal".into(), source })?;
 
     service.shutdown();
+    let unwritten = sink_stats.abandoned_records();
+    if unwritten > 0 {
+        return Err(Error::UnwrittenRecords { records: unwritten });
+    }
     if cause == CAUSE_MEMORY_CRITICAL {
         return Err(Error::MemoryCritical { resident_bytes: memory.resident_bytes.get() });
     }

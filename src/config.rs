@@ -53,6 +53,10 @@ pub struct Config {
     /// `BINANCE_INGEST_FRAME_QUEUE`: frame batches queued between readers
     /// and the pipeline. Defaults to 64.
     pub frame_queue: usize,
+    /// `BINANCE_INGEST_FRAME_QUEUE_BYTES`: ceiling on the heap bytes of the
+    /// frame batches queued for, or held by, the pipeline. An empty queue
+    /// still takes one larger batch. Defaults to 64 MiB.
+    pub frame_queue_bytes: u64,
     /// `BINANCE_INGEST_FLUSH_INTERVAL`: at most 1 s. Defaults to 1 s.
     pub flush_interval: Duration,
     /// `BINANCE_INGEST_MAX_STREAMS_PER_CONNECTION`: 1 to 1024. Defaults to 1024.
@@ -124,6 +128,11 @@ pub struct Config {
     /// `BINANCE_INGEST_SINK_BUFFER_SIZE`: staged bytes after which the sink
     /// stops reading the ring until its writes catch up. Defaults to 8 MiB.
     pub sink_buffer_size: usize,
+    /// `BINANCE_INGEST_SINK_SHUTDOWN_RETRY`: how long the sink keeps
+    /// retrying failed writes at shutdown before it gives up on the
+    /// unwritten records. 1 s to 50 s, below the unit's 60 s stop timeout.
+    /// Defaults to 30 s.
+    pub sink_shutdown_retry: Duration,
     /// `BINANCE_INGEST_MEMORY_LIMIT`: ceiling on the worst-case memory
     /// budget computed from the other limits; start-up fails above it.
     /// Defaults to 2 GiB.
@@ -166,6 +175,7 @@ impl Default for Config {
             instance: "main".to_string(),
             cache_size: 64 << 20,
             frame_queue: 64,
+            frame_queue_bytes: 64 << 20,
             flush_interval: Duration::from_secs(1),
             max_streams_per_connection: 1024,
             routing: RoutingRules::default(),
@@ -190,6 +200,7 @@ impl Default for Config {
             dedup_window: 256,
             max_streams: 4096,
             sink_buffer_size: 8 << 20,
+            sink_shutdown_retry: Duration::from_secs(30),
             memory_limit: 2 << 30,
             memory_sample_interval: Duration::from_secs(30),
             memory_window: Duration::from_secs(24 * 3600),
@@ -227,6 +238,7 @@ impl Config {
                 key: key.env_name(),
                 value: setting.value.clone(),
                 problem: format!("{problem} (set {})", setting.origin),
+                combined: false,
             })?;
             config.sources.set(setting.key, setting.source);
         }
@@ -331,16 +343,20 @@ impl Config {
         }
         let budget = crate::memory::Budget::worst_case(self);
         if budget.total() > self.memory_limit {
+            let limit = key("MEMORY_LIMIT");
             let problem = format!(
-                "the worst-case memory budget is {}, above this limit; {}",
-                format_size(budget.total()),
+                "the worst-case memory budget of {} exceeds {}={}; {}",
+                crate::memory::format_size_rounded(budget.total()),
+                limit.env_name(),
+                limit.value_text(self),
                 budget.advice()
             );
-            return Err(invalid(
-                key("MEMORY_LIMIT"),
-                key("MEMORY_LIMIT").value_text(self),
+            return Err(ConfigError {
+                key: limit.env_name(),
+                value: limit.value_text(self),
                 problem,
-            ));
+                combined: true,
+            });
         }
         Ok(())
     }
@@ -484,7 +500,7 @@ pub fn sample_file() -> String {
          # or by systemd's EnvironmentFile=. Environment variables override this\n\
          # file, and command-line flags (--cache-size 64MiB) override both.\n\
          #\n\
-         # Durations take a unit: 250ms, 30s, 5m, 4h, 1h30m. Sizes are bytes or\n\
+         # Durations take a unit: 250ms, 30s, 5m, 4h, 1h30m, 7d. Sizes are bytes or\n\
          # take a binary unit: 512KiB, 64MiB, 1GiB (KB, MB and GB are rejected\n\
          # as ambiguous). Booleans: true, false, 1, 0, yes, no. Values may be\n\
          # quoted; a # after a value is part of the value.\n\
@@ -535,7 +551,7 @@ fn key(name: &str) -> &'static Key {
 }
 
 fn invalid(key: &Key, value: String, problem: String) -> ConfigError {
-    ConfigError { key: key.env_name(), value, problem }
+    ConfigError { key: key.env_name(), value, problem, combined: false }
 }
 
 /// Checks that `path` can be read and contains a PEM certificate, so a

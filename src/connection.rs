@@ -378,6 +378,9 @@ pub struct ConnectionStats {
     pub bytes: Counter,
     /// Ping frames received from servers.
     pub pings_received: Counter,
+    /// Pongs sent later than their ping to keep the pong spacing (250 ms),
+    /// each answering the latest of the pings held meanwhile.
+    pub pongs_delayed: Counter,
     /// Frames dropped because the pipeline queue stayed full.
     pub frames_dropped: Counter,
     /// Batches handed to the pipeline.
@@ -386,6 +389,11 @@ pub struct ConnectionStats {
     pub backoff_ms: Counter,
     /// Attempts started after a connection of the slot ended or failed.
     pub reconnect_attempts: Counter,
+    /// Attempts started to replace an open connection (rotations).
+    pub replacement_attempts: Counter,
+    /// Attempts that ended before the WebSocket handshake completed, by
+    /// cause (the labels of `disconnects_total`).
+    pub connect_failures: LabeledCounter,
     /// Client pings sent.
     pub pings_sent: Counter,
     /// Pongs received for client pings.
@@ -409,15 +417,21 @@ pub struct ConnectionStats {
 }
 
 impl ConnectionStats {
-    /// Counts a disconnect by its reason label.
-    pub fn count_disconnect(&self, reason: &EndReason) {
+    /// Counts the end of a connection by its reason label: as a disconnect
+    /// when it was `established` (the WebSocket handshake completed), else
+    /// as a connect failure. A TLS failure also counts by its TLS cause.
+    pub fn count_end(&self, reason: &EndReason, established: bool) {
         let label = reason.label();
-        let mut table = self.disconnects.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        match table.iter_mut().find(|(known, _)| *known == label) {
-            Some((_, count)) => *count += 1,
-            None => table.push((label, 1)),
+        if established {
+            let mut table =
+                self.disconnects.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            match table.iter_mut().find(|(known, _)| *known == label) {
+                Some((_, count)) => *count += 1,
+                None => table.push((label, 1)),
+            }
+        } else {
+            self.connect_failures.inc(&label);
         }
-        drop(table);
 
         if let EndReason::Tls { label, .. } = reason {
             let mut table = self.tls_errors.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -444,6 +458,11 @@ impl ConnectionStats {
             ("received_bytes_total", "Payload bytes of data frames received.", &self.bytes),
             ("server_pings_total", "Ping frames received from the exchange.", &self.pings_received),
             (
+                "pongs_delayed_total",
+                "Pongs held back to keep at most 4 a second; each answers the latest ping.",
+                &self.pongs_delayed,
+            ),
+            (
                 "frames_dropped_total",
                 "Frames dropped by a reader because the pipeline queue stayed full.",
                 &self.frames_dropped,
@@ -466,12 +485,17 @@ impl ConnectionStats {
             self.backoff_ms.get() as f64 / 1000.0,
         );
 
+        let name = format!("{p}reconnect_attempts_total");
+        out.family(
+            &name,
+            MetricType::Counter,
+            "Connection attempts after a connection ended or failed (kind=reconnect), \
+             or to replace an open one in a rotation (kind=replacement).",
+        );
+        out.sample_u64(&name, &[("kind", "reconnect")], self.reconnect_attempts.get());
+        out.sample_u64(&name, &[("kind", "replacement")], self.replacement_attempts.get());
+
         let lifecycle = [
-            (
-                "reconnect_attempts_total",
-                "Attempts after a connection ended or failed.",
-                &self.reconnect_attempts,
-            ),
             ("client_pings_total", "Ping frames sent by this service.", &self.pings_sent),
             (
                 "pongs_received_total",
@@ -523,8 +547,18 @@ impl ConnectionStats {
             "WebSocket handshakes rejected with an HTTP status.",
         );
 
+        self.connect_failures.write(
+            out,
+            &format!("{p}connect_failures_total"),
+            "reason",
+            "Connection attempts that failed before the WebSocket handshake completed, by cause.",
+        );
         let name = format!("{p}disconnects_total");
-        out.family(&name, MetricType::Counter, "Connections ended, by close code or cause.");
+        out.family(
+            &name,
+            MetricType::Counter,
+            "Established connections ended, by close code or cause.",
+        );
         let table = self.disconnects.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         for (label, count) in table.iter() {
             out.sample_u64(&name, &[("reason", label)], *count);
@@ -571,15 +605,29 @@ mod tests {
     #[test]
     fn disconnects_are_counted_by_label() {
         let stats = ConnectionStats::default();
-        stats.count_disconnect(&EndReason::Eof);
-        stats.count_disconnect(&EndReason::Eof);
-        stats.count_disconnect(&EndReason::Tls { label: "unknown_issuer", message: "x".into() });
+        stats.count_end(&EndReason::Eof, true);
+        stats.count_end(&EndReason::Eof, true);
+        stats.count_end(&EndReason::Tls { label: "unknown_issuer", message: "x".into() }, false);
         assert_eq!(stats.disconnects("eof"), 2);
-        assert_eq!(stats.disconnects("tls"), 1);
+        assert_eq!(stats.disconnects("tls"), 0, "a failed handshake is no disconnect");
+        assert_eq!(stats.connect_failures.get("tls"), 1);
         let mut out = Exposition::new();
         stats.write_metrics(&mut out);
         let body = out.finish();
         assert!(body.contains("binance_ingest_disconnects_total{reason=\"eof\"} 2"), "{body}");
+        assert!(body.contains("binance_ingest_connect_failures_total{reason=\"tls\"} 1"));
         assert!(body.contains("binance_ingest_tls_errors_total{reason=\"unknown_issuer\"} 1"));
+    }
+
+    #[test]
+    fn reconnect_attempts_are_labeled_by_kind() {
+        let stats = ConnectionStats::default();
+        stats.reconnect_attempts.inc();
+        stats.replacement_attempts.add(2);
+        let mut out = Exposition::new();
+        stats.write_metrics(&mut out);
+        let body = out.finish();
+        assert!(body.contains("reconnect_attempts_total{kind=\"reconnect\"} 1"), "{body}");
+        assert!(body.contains("reconnect_attempts_total{kind=\"replacement\"} 2"), "{body}");
     }
 }

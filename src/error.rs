@@ -17,10 +17,16 @@ pub struct ConfigError {
     pub value: String,
     /// Description of the problem and of the accepted values.
     pub problem: String,
+    /// Whether several keys cause the problem together, so no single value
+    /// is invalid. The message is then `problem` alone.
+    pub combined: bool,
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.combined {
+            return f.write_str(&self.problem);
+        }
         write!(f, "invalid value {:?} for {}: {}", self.value, self.key, self.problem)
     }
 }
@@ -66,6 +72,13 @@ pub enum Error {
         /// RSS at the last sample, in bytes.
         resident_bytes: u64,
     },
+    /// The sink could not write every record before its shutdown retries
+    /// ran out (`SINK_SHUTDOWN_RETRY`), for example on a full disk. The
+    /// process exits with status 74.
+    UnwrittenRecords {
+        /// Records given up, staged or unread in the ring.
+        records: u64,
+    },
 }
 
 impl fmt::Display for Error {
@@ -88,6 +101,11 @@ impl fmt::Display for Error {
                 "resident memory {resident_bytes} bytes reached BINANCE_INGEST_MEMORY_CRITICAL; \
                  shut down for a restart"
             ),
+            Error::UnwrittenRecords { records } => write!(
+                f,
+                "the sink could not write {records} records before shutdown; \
+                 see the sink errors above and free the data disk"
+            ),
         }
     }
 }
@@ -98,7 +116,10 @@ impl std::error::Error for Error {
             Error::Config(error) => Some(error),
             Error::File { source, .. } | Error::Spawn { source, .. } => Some(source),
             Error::Bind { source, .. } => Some(source.as_ref()),
-            Error::Tls(_) | Error::Usage(_) | Error::MemoryCritical { .. } => None,
+            Error::Tls(_)
+            | Error::Usage(_)
+            | Error::MemoryCritical { .. }
+            | Error::UnwrittenRecords { .. } => None,
         }
     }
 }

@@ -9,8 +9,18 @@
 //! a processed batch, its buffers go back to that pool instead of to the
 //! allocator, so a steady stream costs no malloc, free or page fault per
 //! batch. Dropping a batch never blocks: a full or closed pool frees it.
+//!
+//! [`FrameSender`] bounds the queue to the pipeline twice: by batch count
+//! (the channel's capacity) and by the heap bytes of the queued batches. A
+//! queued batch gives its bytes back when it is dropped, which the pipeline
+//! thread does after processing it. Nothing here blocks except
+//! [`FrameSender::send_timeout`], which waits at most its timeout.
 
-use crossbeam_channel::{Receiver, Sender};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, SendTimeoutError, Sender, TrySendError};
 
 /// Connection identifier, unique for the life of the process. Every new
 /// socket gets a new id, also when it replaces an earlier one.
@@ -53,6 +63,8 @@ pub struct FrameBatch {
     end: bool,
     /// Pool that gets the buffers back when the batch is dropped.
     recycle: Option<Sender<FrameBatch>>,
+    /// Queue byte counter this batch was added to, with the bytes added.
+    queued: Option<(Arc<QueueBytes>, u64)>,
 }
 
 impl FrameBatch {
@@ -64,6 +76,7 @@ impl FrameBatch {
             frames: Vec::new(),
             end: false,
             recycle: None,
+            queued: None,
         }
     }
 
@@ -71,7 +84,14 @@ impl FrameBatch {
     /// connection. It travels on the same channel as those frames, so the
     /// pipeline sees it only after it has processed all of them.
     pub fn end_of(connection: ConnectionId) -> FrameBatch {
-        FrameBatch { connection, bytes: Vec::new(), frames: Vec::new(), end: true, recycle: None }
+        FrameBatch {
+            connection,
+            bytes: Vec::new(),
+            frames: Vec::new(),
+            end: true,
+            recycle: None,
+            queued: None,
+        }
     }
 
     /// Payload bytes the batch can take without reallocating.
@@ -110,6 +130,19 @@ impl FrameBatch {
         self.bytes.len()
     }
 
+    /// Heap bytes the batch holds: the capacity of its payload buffer and of
+    /// its frame list, which may exceed the payload after growth.
+    pub fn heap_bytes(&self) -> u64 {
+        (self.bytes.capacity() + self.frames.capacity() * std::mem::size_of::<FrameMeta>()) as u64
+    }
+
+    /// Gives the batch's bytes back to the queue counter it was added to.
+    fn release(&mut self) {
+        if let Some((counter, bytes)) = self.queued.take() {
+            counter.used.fetch_sub(bytes, Ordering::AcqRel);
+        }
+    }
+
     /// Iterates over the frames in arrival order.
     pub fn iter(&self) -> impl Iterator<Item = Frame<'_>> + '_ {
         let mut start = 0;
@@ -123,13 +156,22 @@ impl FrameBatch {
 
 impl Drop for FrameBatch {
     fn drop(&mut self) {
+        // The queue's byte counter is given back first, so a batch in the
+        // pool never counts as queued.
+        self.release();
         let Some(recycle) = self.recycle.take() else { return };
         let mut bytes = std::mem::take(&mut self.bytes);
         let mut frames = std::mem::take(&mut self.frames);
         bytes.clear();
         frames.clear();
-        let spare =
-            FrameBatch { connection: self.connection, bytes, frames, end: false, recycle: None };
+        let spare = FrameBatch {
+            connection: self.connection,
+            bytes,
+            frames,
+            end: false,
+            recycle: None,
+            queued: None,
+        };
         // A full pool, or one whose reader has ended, frees the buffers.
         let _ = recycle.try_send(spare);
     }
@@ -169,6 +211,118 @@ impl BatchPool {
         };
         batch.recycle = Some(self.spare_tx.clone());
         batch
+    }
+}
+
+/// Heap bytes of the batches in one frame queue, shared by its senders and
+/// the batches in it.
+#[derive(Debug)]
+pub struct QueueBytes {
+    used: AtomicU64,
+    limit: u64,
+}
+
+impl QueueBytes {
+    /// Bytes of the batches queued or being processed now.
+    pub fn used(&self) -> u64 {
+        self.used.load(Ordering::Acquire)
+    }
+
+    /// Configured ceiling in bytes.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// Adds `bytes` unless that would pass the limit. An empty queue takes
+    /// any one batch, so a batch larger than the limit is not stuck forever.
+    /// The used bytes are thus at most the larger of the limit and one batch.
+    fn reserve(&self, bytes: u64) -> bool {
+        let mut used = self.used.load(Ordering::Acquire);
+        loop {
+            if used != 0 && used.saturating_add(bytes) > self.limit {
+                return false;
+            }
+            match self.used.compare_exchange_weak(
+                used,
+                used + bytes,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(now) => used = now,
+            }
+        }
+    }
+}
+
+/// Sending side of the frame queue to the pipeline, bounded by batch count
+/// and by bytes.
+#[derive(Clone, Debug)]
+pub struct FrameSender {
+    channel: Sender<FrameBatch>,
+    bytes: Arc<QueueBytes>,
+}
+
+/// How often [`FrameSender::send_timeout`] checks for room when the byte
+/// limit, not the batch count, keeps a batch out.
+const BYTES_POLL: Duration = Duration::from_millis(5);
+
+impl FrameSender {
+    /// Wraps `channel` with a limit of `limit_bytes` on the heap bytes of
+    /// the batches in it, and in the pipeline's hands until it drops them.
+    pub fn new(channel: Sender<FrameBatch>, limit_bytes: u64) -> FrameSender {
+        let bytes = Arc::new(QueueBytes { used: AtomicU64::new(0), limit: limit_bytes });
+        FrameSender { channel, bytes }
+    }
+
+    /// Byte counter of the queue, for metrics.
+    pub fn bytes(&self) -> Arc<QueueBytes> {
+        self.bytes.clone()
+    }
+
+    /// Queues `batch` without blocking. Returns it as
+    /// [`TrySendError::Full`] when the queue contains its maximum number of
+    /// batches or the batch would pass the byte limit.
+    pub fn try_send(&self, mut batch: FrameBatch) -> Result<(), TrySendError<FrameBatch>> {
+        let size = batch.heap_bytes();
+        if !self.bytes.reserve(size) {
+            return Err(TrySendError::Full(batch));
+        }
+        batch.queued = Some((self.bytes.clone(), size));
+        self.channel.try_send(batch).map_err(|error| match error {
+            TrySendError::Full(mut batch) => {
+                batch.release();
+                TrySendError::Full(batch)
+            }
+            TrySendError::Disconnected(mut batch) => {
+                batch.release();
+                TrySendError::Disconnected(batch)
+            }
+        })
+    }
+
+    /// Queues `batch`, waiting up to `timeout` for room.
+    pub fn send_timeout(
+        &self,
+        batch: FrameBatch,
+        timeout: Duration,
+    ) -> Result<(), SendTimeoutError<FrameBatch>> {
+        let deadline = Instant::now() + timeout;
+        let mut batch = batch;
+        loop {
+            match self.try_send(batch) {
+                Ok(()) => return Ok(()),
+                Err(TrySendError::Disconnected(back)) => {
+                    return Err(SendTimeoutError::Disconnected(back));
+                }
+                Err(TrySendError::Full(back)) => batch = back,
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(SendTimeoutError::Timeout(batch));
+            }
+            std::thread::sleep(BYTES_POLL.min(deadline - now));
+        }
     }
 }
 
@@ -218,5 +372,71 @@ mod tests {
 
         let fresh = pool.take();
         assert_eq!(fresh.capacity_bytes(), 16);
+    }
+
+    fn batch_of(bytes: usize) -> FrameBatch {
+        let mut batch = FrameBatch::new(1, bytes);
+        batch.push(FrameKind::Text, 1, &vec![b'x'; bytes]);
+        batch
+    }
+
+    #[test]
+    fn queue_rejects_batches_past_byte_limit() {
+        let (sender, receiver) = crossbeam_channel::bounded(16);
+        let frames = FrameSender::new(sender, 1000);
+        let first = batch_of(600);
+        let first_bytes = first.heap_bytes();
+        assert!(frames.try_send(first).is_ok());
+        assert_eq!(frames.bytes().used(), first_bytes);
+        match frames.try_send(batch_of(600)) {
+            Err(TrySendError::Full(batch)) => assert_eq!(batch.payload_bytes(), 600),
+            other => panic!("expected a full queue, got {other:?}"),
+        }
+        assert_eq!(frames.bytes().used(), first_bytes, "a rejected batch adds nothing");
+        assert_eq!(receiver.len(), 1);
+
+        drop(receiver.try_recv());
+        assert_eq!(frames.bytes().used(), 0, "a dropped batch gives its bytes back");
+        assert!(frames.try_send(batch_of(600)).is_ok());
+    }
+
+    #[test]
+    fn empty_queue_takes_oversized_batch() {
+        let (sender, receiver) = crossbeam_channel::bounded(16);
+        let frames = FrameSender::new(sender, 100);
+        assert!(frames.try_send(batch_of(500)).is_ok());
+        assert!(matches!(frames.try_send(batch_of(10)), Err(TrySendError::Full(_))));
+        drop(receiver.try_recv());
+        assert!(frames.try_send(batch_of(10)).is_ok());
+    }
+
+    #[test]
+    fn full_channel_gives_bytes_back() {
+        let (sender, _receiver) = crossbeam_channel::bounded(1);
+        let frames = FrameSender::new(sender, 1 << 20);
+        assert!(frames.try_send(batch_of(10)).is_ok());
+        let used = frames.bytes().used();
+        assert!(matches!(frames.try_send(batch_of(10)), Err(TrySendError::Full(_))));
+        assert_eq!(frames.bytes().used(), used);
+    }
+
+    #[test]
+    fn send_timeout_waits_for_bytes() {
+        let (sender, receiver) = crossbeam_channel::bounded(16);
+        let frames = FrameSender::new(sender, 1000);
+        assert!(frames.try_send(batch_of(600)).is_ok());
+        let started = Instant::now();
+        let result = frames.send_timeout(batch_of(600), Duration::from_millis(50));
+        assert!(matches!(result, Err(SendTimeoutError::Timeout(_))));
+        assert!(started.elapsed() >= Duration::from_millis(50));
+
+        let consumer = std::thread::spawn(move || {
+            let batch = receiver.recv_timeout(Duration::from_secs(5));
+            drop(batch);
+            receiver
+        });
+        let result = frames.send_timeout(batch_of(600), Duration::from_secs(5));
+        assert!(result.is_ok());
+        drop(consumer.join());
     }
 }

@@ -20,6 +20,15 @@ pub const RECENT_DEFAULT: usize = 100;
 /// Maximum `limit` of `/recent`.
 pub const RECENT_MAX: usize = 1000;
 
+/// Maximum bytes of the records one `/recent` response copies from the
+/// ring, one newline per record included: 4 MiB. The response body is
+/// the same size, so a handler keeps at most twice this in memory.
+pub const RECENT_MAX_BYTES: usize = 4 << 20;
+
+/// Header field set on a `/recent` response that left out older records
+/// because the newer ones reached [`RECENT_MAX_BYTES`].
+pub const RECENT_TRUNCATED_HEADER: &str = "X-Recent-Truncated";
+
 /// Everything the handlers read.
 pub struct HttpContext {
     /// Health verdicts.
@@ -59,6 +68,7 @@ pub fn route(request: &RequestHead, context: &HttpContext) -> Response {
             content_type: "text/plain; version=0.0.4; charset=utf-8",
             body: (context.metrics)(),
             allow: None,
+            headers: &[],
         },
         _ => recent_response(query, &context.ring),
     }
@@ -70,6 +80,7 @@ fn health_response(report: Report) -> Response {
         content_type: "application/health+json",
         body: report.to_json(),
         allow: None,
+        headers: &[],
     }
 }
 
@@ -105,13 +116,18 @@ fn recent_response(query: &str, ring: &Ring) -> Response {
         }
     }
 
-    let records = ring.recent(stream.as_deref(), limit);
-    let mut body = String::with_capacity(records.iter().map(|r| r.line.len() + 1).sum());
-    for record in records {
+    let page = ring.recent_within(stream.as_deref(), limit, RECENT_MAX_BYTES);
+    let mut body = String::with_capacity(page.bytes);
+    for record in page.records {
+        // Lines are valid UTF-8: the pipeline stores only text frames,
+        // which tungstenite has validated, so nothing is replaced here and
+        // the body stays within RECENT_MAX_BYTES.
         body.push_str(&String::from_utf8_lossy(&record.line));
         body.push('\n');
     }
-    Response { code: 200, content_type: "application/x-ndjson", body, allow: None }
+    let headers: &'static [(&'static str, &'static str)] =
+        if page.truncated { &[(RECENT_TRUNCATED_HEADER, "true")] } else { &[] };
+    Response { code: 200, content_type: "application/x-ndjson", body, allow: None, headers }
 }
 
 /// Decodes `%XX` escapes and `+`; returns `None` for a malformed escape or
@@ -152,5 +168,27 @@ mod tests {
         assert_eq!(percent_decode("%4"), None);
         assert_eq!(percent_decode("%zz"), None);
         assert_eq!(percent_decode("%ff"), None);
+    }
+
+    #[test]
+    fn recent_caps_response_bytes() {
+        let ring = Ring::new(64 << 20);
+        let line = vec![b'x'; (1 << 20) - 1];
+        for _ in 0..6 {
+            let mut batch = crate::ring::RecordBatch::new();
+            batch.push_with(0, crate::record::RecordKind::Event, "a@trade", |out| {
+                out.extend_from_slice(&line)
+            });
+            ring.append(&batch);
+        }
+        let response = recent_response("limit=10", &ring);
+        assert_eq!(response.code, 200);
+        assert_eq!(response.body.len(), RECENT_MAX_BYTES);
+        assert_eq!(response.body.lines().count(), 4);
+        assert_eq!(response.headers, [(RECENT_TRUNCATED_HEADER, "true")]);
+
+        let response = recent_response("limit=2", &ring);
+        assert_eq!(response.body.lines().count(), 2);
+        assert!(response.headers.is_empty());
     }
 }

@@ -65,12 +65,20 @@ pub struct Response {
     pub body: String,
     /// `Allow` value, sent with 405.
     pub allow: Option<&'static str>,
+    /// Further header fields as (name, value).
+    pub headers: &'static [(&'static str, &'static str)],
 }
 
 impl Response {
     /// Creates a plain-text response.
     pub fn text(code: u16, body: impl Into<String>) -> Response {
-        Response { code, content_type: "text/plain; charset=utf-8", body: body.into(), allow: None }
+        Response {
+            code,
+            content_type: "text/plain; charset=utf-8",
+            body: body.into(),
+            allow: None,
+            headers: &[],
+        }
     }
 }
 
@@ -444,6 +452,9 @@ fn encode(response: &Response, head_only: bool) -> Vec<u8> {
     if let Some(allow) = response.allow {
         head.push_str(&format!("Allow: {allow}\r\n"));
     }
+    for (name, value) in response.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
     head.push_str("\r\n");
     let mut bytes = head.into_bytes();
     if !head_only {
@@ -484,6 +495,15 @@ mod tests {
         let head = String::from_utf8(encode(&response, true)).unwrap();
         assert!(head.contains("Content-Length: 3\r\n"), "{head}");
         assert!(head.ends_with("\r\n\r\n"), "{head}");
+    }
+
+    #[test]
+    fn encode_writes_extra_headers() {
+        let response =
+            Response { headers: &[("X-Recent-Truncated", "true")], ..Response::text(200, "a\n") };
+        let full = String::from_utf8(encode(&response, false)).unwrap();
+        assert!(full.contains("\r\nX-Recent-Truncated: true\r\n"), "{full}");
+        assert!(full.ends_with("\r\n\r\na\n"), "{full}");
     }
 
     #[test]

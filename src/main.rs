@@ -39,6 +39,10 @@ fn main() -> ExitCode {
                 log::error!("{error}");
                 ExitCode::from(binance_ingest::memory::EXIT_MEMORY_CRITICAL)
             }
+            Err(error @ binance_ingest::error::Error::UnwrittenRecords { .. }) => {
+                log::error!("{error}");
+                ExitCode::from(binance_ingest::sink::EXIT_UNWRITTEN_RECORDS)
+            }
             Err(error) => {
                 log::error!("{error}");
                 ExitCode::FAILURE

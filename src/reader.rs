@@ -8,7 +8,9 @@
 //! A short socket read timeout keeps the loop turning, so the pong that
 //! tungstenite queues after a ping goes out on the next read, commands are
 //! seen promptly, and a partly filled batch is handed over within the batch
-//! delay.
+//! delay. Pongs go out at most every [`PONG_SPACING`]: a ping that comes
+//! sooner is answered later, and only the latest one, which RFC 6455
+//! section 5.5.3 allows.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -28,19 +30,19 @@ use tungstenite::{Message, WebSocket};
 use crate::connection::{
     ConnectionClock, ConnectionStats, EndReason, SlotState, SlotStatus, WatchdogKind,
 };
-use crate::frame::{BatchPool, ConnectionId, FrameBatch, FrameKind};
+use crate::frame::{BatchPool, ConnectionId, FrameBatch, FrameKind, FrameSender};
 use crate::liveness::Checkin;
 use crate::lograte::LogLimiter;
 use crate::tls;
 use crate::venue::Endpoint;
 
 /// How many batch sizes of frames a reader keeps while the pipeline queue is
-/// full, before it drops them. The memory budget counts the same figure.
+/// full (by batch count or by `FRAME_QUEUE_BYTES`), before it drops them. The memory budget counts the same figure.
 pub const HOLD_FACTOR: usize = 4;
 
 /// Idle batches a reader keeps for reuse once the pipeline has processed
 /// them. Two cover the batch being filled and the one being processed.
-const SPARE_BATCHES: usize = 2;
+pub const SPARE_BATCHES: usize = 2;
 
 /// Read timeout while no frame is waiting to be handed over. It bounds how
 /// long a command or a stop waits to be seen.
@@ -78,6 +80,12 @@ pub struct ReaderSettings {
 /// requests toward 5 messages a second on spot and 10 on futures, and
 /// closes a connection beyond that with code 1008.
 pub const CONTROL_FRAME_SPACING: Duration = Duration::from_secs(1);
+
+/// Shortest time between a pong and the previous ping or pong this reader
+/// sent, so it sends at most 4 pongs a second, under the 5 messages a second
+/// Binance allows on spot. Client pings wait [`CONTROL_FRAME_SPACING`] after
+/// any control frame, so they add nothing while pongs go out this often.
+pub const PONG_SPACING: Duration = Duration::from_millis(250);
 
 /// Request to a running reader.
 #[derive(Debug)]
@@ -148,8 +156,8 @@ pub struct ReaderTask {
     pub path_and_query: String,
     /// Shared settings.
     pub settings: ReaderSettings,
-    /// Queue to the pipeline.
-    pub frames: Sender<FrameBatch>,
+    /// Queue to the pipeline, bounded by batches and bytes.
+    pub frames: FrameSender,
     /// Reports to the scheduler.
     pub events: Sender<ReaderEvent>,
     /// Live status of the slot.
@@ -228,11 +236,18 @@ struct Session<'a> {
     last_control: Option<Instant>,
     /// A client ping was requested but waits for the control frame spacing.
     ping_pending: bool,
+    /// The pong for the latest server ping waits for [`PONG_SPACING`]; see
+    /// [`Session::hold_pong`].
+    pong_held: bool,
+    /// Write buffer sizes of the socket, restored when a held pong goes out.
+    write_buffers: (usize, usize),
 }
 
 impl<'a> Session<'a> {
     fn new(task: &'a ReaderTask, socket: Socket) -> Session<'a> {
         let pool = BatchPool::new(task.connection, task.settings.batch_size, SPARE_BATCHES);
+        let config = socket.get_config();
+        let write_buffers = (config.write_buffer_size, config.max_write_buffer_size);
         Session {
             task,
             socket,
@@ -245,6 +260,8 @@ impl<'a> Session<'a> {
             close_received: None,
             last_control: None,
             ping_pending: false,
+            pong_held: false,
+            write_buffers,
         }
     }
 
@@ -256,6 +273,10 @@ impl<'a> Session<'a> {
             self.task.checkin.beat();
             while closing_since.is_none() {
                 let Ok(command) = commands.try_recv() else { break };
+                if matches!(command, Command::Kill(_) | Command::Close | Command::Retire) {
+                    // A held pong would keep the close frame queued too.
+                    self.release_pong();
+                }
                 match command {
                     Command::Ping => self.ping_pending = true,
                     Command::Kill(kind) => {
@@ -285,6 +306,9 @@ impl<'a> Session<'a> {
                         }
                     }
                 }
+            }
+            if self.pong_held && self.pong_allowed(Instant::now()) {
+                self.release_pong();
             }
             if self.ping_pending && closing_since.is_none() {
                 self.send_ping();
@@ -327,7 +351,7 @@ impl<'a> Session<'a> {
     /// already show that the connection is alive.
     fn send_ping(&mut self) {
         let now = Instant::now();
-        if self.last_control.is_some_and(|last| now.duration_since(last) < CONTROL_FRAME_SPACING) {
+        if !self.control_frame_allowed(now) {
             return;
         }
         let sent_ns = unix_nanos();
@@ -347,6 +371,51 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// Returns whether [`CONTROL_FRAME_SPACING`] allows a client ping at
+    /// `now`.
+    fn control_frame_allowed(&self, now: Instant) -> bool {
+        self.last_control.is_none_or(|last| now.duration_since(last) >= CONTROL_FRAME_SPACING)
+    }
+
+    /// Returns whether [`PONG_SPACING`] allows a pong at `now`.
+    fn pong_allowed(&self, now: Instant) -> bool {
+        self.last_control.is_none_or(|last| now.duration_since(last) >= PONG_SPACING)
+    }
+
+    /// Keeps tungstenite's queued pong from being sent. tungstenite 0.30
+    /// sends the queued pong at the start of every read, but when the
+    /// frame does not fit in the write buffer it keeps it queued, and a
+    /// newer ping's pong replaces it. A one-byte write buffer fits no frame,
+    /// so the pong waits, answering only the latest ping, until
+    /// [`Session::release_pong`] restores the buffer sizes.
+    fn hold_pong(&mut self) {
+        if !self.pong_held {
+            self.socket.set_config(|config| {
+                config.write_buffer_size = 0;
+                config.max_write_buffer_size = 1;
+            });
+            self.pong_held = true;
+        }
+    }
+
+    /// Restores the write buffer and sends the held pong, if any.
+    fn release_pong(&mut self) {
+        if !self.pong_held {
+            return;
+        }
+        let (write, max_write) = self.write_buffers;
+        self.socket.set_config(|config| {
+            config.write_buffer_size = write;
+            config.max_write_buffer_size = max_write;
+        });
+        self.pong_held = false;
+        self.last_control = Some(Instant::now());
+        self.task.stats.pongs_delayed.inc();
+        if let Err(error) = self.socket.flush() {
+            log::debug!("conn={} held pong not flushed yet: {error}", self.task.connection);
+        }
+    }
+
     /// Handles one message; returns its receive time when it was a data
     /// frame added to the batch.
     fn on_message(&mut self, message: Message) -> Option<u64> {
@@ -357,10 +426,16 @@ impl<'a> Session<'a> {
             Message::Text(text) => (FrameKind::Text, text.as_bytes()),
             Message::Binary(bytes) => (FrameKind::Binary, bytes),
             Message::Ping(_) => {
-                // tungstenite has queued the pong with the same payload;
-                // flushing sends it now rather than at the next read.
+                // tungstenite has queued the pong with the same payload,
+                // replacing the pong of an earlier ping not yet sent.
                 self.task.stats.pings_received.inc();
-                self.last_control = Some(Instant::now());
+                let now = Instant::now();
+                if self.pong_held || !self.pong_allowed(now) {
+                    self.hold_pong();
+                    return None;
+                }
+                // Flushing sends the pong now rather than at the next read.
+                self.last_control = Some(now);
                 if let Err(error) = self.socket.flush() {
                     log::debug!("conn={} pong not flushed yet: {error}", self.task.connection);
                 }

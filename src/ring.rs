@@ -39,6 +39,18 @@ pub const RECENT_RECORDS_PER_LOCK: usize = 1024;
 
 const FLAG_NEXT_AT_START: u8 = 1;
 
+/// Records returned by [`Ring::recent_within`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecentPage {
+    /// Records, newest last.
+    pub records: Vec<RecentRecord>,
+    /// Line bytes of the records plus one newline each.
+    pub bytes: usize,
+    /// Whether an older matching record was left out because it did not
+    /// fit in the byte limit.
+    pub truncated: bool,
+}
+
 /// Counters and gauges of the ring at one moment.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RingStats {
@@ -588,7 +600,20 @@ impl Ring {
     /// [`RECENT_RECORDS_PER_LOCK`] records, so it may stop early at records
     /// the pipeline overwrote in between.
     pub fn recent(&self, stream: Option<&str>, limit: usize) -> Vec<RecentRecord> {
+        self.recent_within(stream, limit, usize::MAX).records
+    }
+
+    /// Returns what [`Ring::recent`] returns, but stops before the first
+    /// record whose line and newline would take the total past
+    /// `max_bytes`, and then sets [`RecentPage::truncated`].
+    pub fn recent_within(
+        &self,
+        stream: Option<&str>,
+        limit: usize,
+        max_bytes: usize,
+    ) -> RecentPage {
         let mut found = Vec::new();
+        let mut bytes = 0usize;
         // (sequence number, offset) of the next record to inspect.
         let mut position: Option<(u64, usize)> = None;
         while found.len() < limit {
@@ -601,7 +626,7 @@ impl Ring {
             let mut inspected = 0;
             while found.len() < limit && inspected < RECENT_RECORDS_PER_LOCK {
                 if seq < state.oldest_seq || state.records == 0 {
-                    return finish_recent(found);
+                    return finish_recent(found, bytes, false);
                 }
                 let header = Header::read(&state.buffer, offset);
                 let body_start = offset + RECORD_HEADER_BYTES;
@@ -610,25 +635,29 @@ impl Ring {
                     wanted.as_bytes() == &state.buffer[body_start..line_start]
                 });
                 if matches {
-                    let line = state.buffer[line_start..offset + header.size()].to_vec();
-                    found.push(RecentRecord { seq, line });
+                    let line = &state.buffer[line_start..offset + header.size()];
+                    if bytes.saturating_add(line.len() + 1) > max_bytes {
+                        return finish_recent(found, bytes, true);
+                    }
+                    bytes += line.len() + 1;
+                    found.push(RecentRecord { seq, line: line.to_vec() });
                 }
                 inspected += 1;
                 if seq == 0 {
-                    return finish_recent(found);
+                    return finish_recent(found, bytes, false);
                 }
                 seq -= 1;
                 offset = header.previous;
             }
             position = Some((seq, offset));
         }
-        finish_recent(found)
+        finish_recent(found, bytes, false)
     }
 }
 
-fn finish_recent(mut found: Vec<RecentRecord>) -> Vec<RecentRecord> {
-    found.reverse();
-    found
+fn finish_recent(mut records: Vec<RecentRecord>, bytes: usize, truncated: bool) -> RecentPage {
+    records.reverse();
+    RecentPage { records, bytes, truncated }
 }
 
 #[cfg(test)]
@@ -799,6 +828,27 @@ mod tests {
         let all = ring.recent(None, usize::MAX);
         assert_eq!(all.len() as u64, stats.records);
         assert_eq!(all.last().map(|record| record.seq), Some(2999));
+    }
+
+    #[test]
+    fn recent_within_stops_at_byte_limit() {
+        let ring = Ring::new(1 << 16);
+        for index in 0..10u8 {
+            ring.append(&batch_of(&[("a@trade", &[b'0' + index; 99])]));
+        }
+        let page = ring.recent_within(None, 5, 350);
+        let seqs: Vec<u64> = page.records.iter().map(|record| record.seq).collect();
+        assert_eq!(seqs, [7, 8, 9]);
+        assert_eq!(page.bytes, 300);
+        assert!(page.truncated);
+
+        let page = ring.recent_within(None, 3, 300);
+        assert_eq!(page.records.len(), 3);
+        assert!(!page.truncated, "the limit, not the bytes, ended the walk");
+
+        let page = ring.recent_within(None, 5, 99);
+        assert!(page.records.is_empty());
+        assert!(page.truncated);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crossbeam_channel::{Receiver, Sender, select};
 use crate::backoff::{AttemptBudget, Backoff, Rng};
 use crate::connection::ConnectionClock;
 use crate::connection::{ConnectionStats, EndReason, SlotState, SlotStatus};
-use crate::frame::{ConnectionId, FrameBatch};
+use crate::frame::{ConnectionId, FrameSender};
 use crate::liveness::{Checkin, Liveness};
 use crate::pipeline::{Control, Notice};
 use crate::plan::ConnectionPlan;
@@ -87,7 +87,7 @@ impl SchedulerHandle {
 /// Channels and shared state the scheduler works with.
 pub struct SchedulerContext {
     /// Queue to the pipeline; cloned for each reader.
-    pub frames: Sender<FrameBatch>,
+    pub frames: FrameSender,
     /// Notices from the pipeline.
     pub notices: Receiver<Notice>,
     /// Status of every slot, in plan order.
@@ -293,7 +293,9 @@ impl Scheduler {
         let connection = self.next_connection;
         self.next_connection += 1;
         let slot = &mut self.slots[index];
-        if !replacement && slot.attempted {
+        if replacement {
+            self.context.stats.replacement_attempts.inc();
+        } else if slot.attempted {
             self.context.stats.reconnect_attempts.inc();
         }
         slot.attempted = true;
@@ -541,7 +543,7 @@ impl Scheduler {
         uptime: Option<Duration>,
         frames: u64,
     ) {
-        self.context.stats.count_disconnect(&reason);
+        self.context.stats.count_end(&reason, uptime.is_some());
         if let Some(timer) = self.timer.as_ref() {
             timer.unwatch(connection);
         }

@@ -44,9 +44,17 @@ const MIN_BACKOFF: Duration = Duration::from_millis(100);
 /// Maximum retry delay after repeated I/O errors.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// How long the sink keeps retrying at shutdown before it gives up on
-/// staged lines and counts them as lost.
+/// Default of [`SinkSettings::shutdown_retry`]: 30 s, half the systemd
+/// unit's `TimeoutStopSec=60`, which also covers closing the connections.
 pub const SHUTDOWN_RETRY_LIMIT: Duration = Duration::from_secs(30);
+
+/// Exit status of a shutdown at which the sink gave up on unwritten
+/// records: 74, `EX_IOERR` in sysexits.h.
+pub const EXIT_UNWRITTEN_RECORDS: u8 = 74;
+
+/// Partition folders named in the log line about records given up at
+/// shutdown; the rest are counted.
+const MAX_NAMED_FOLDERS: usize = 5;
 
 /// Part files tried per partition before an open counts as failed.
 const MAX_PART_SEQUENCE: u32 = 1000;
@@ -66,6 +74,10 @@ pub struct SinkSettings {
     /// Staged bytes after which the sink stops reading from the ring until
     /// writes catch up (`SINK_BUFFER_SIZE`). Default [`MAX_STAGED_BYTES`].
     pub max_staged_bytes: usize,
+    /// How long failed writes are retried once the ring is closed, before
+    /// the sink gives up on the unwritten records (`SINK_SHUTDOWN_RETRY`).
+    /// Default [`SHUTDOWN_RETRY_LIMIT`].
+    pub shutdown_retry: Duration,
 }
 
 /// Counters and health of the sink, read by the HTTP threads.
@@ -75,6 +87,7 @@ pub struct SinkStats {
     bytes_written: Counter,
     write_errors: Counter,
     lost_records: Counter,
+    abandoned_records: Counter,
     open_files: Counter,
     staged_bytes: Counter,
     healthy: AtomicBool,
@@ -88,6 +101,7 @@ impl Default for SinkStats {
             bytes_written: Counter::new(),
             write_errors: Counter::new(),
             lost_records: Counter::new(),
+            abandoned_records: Counter::new(),
             open_files: Counter::new(),
             staged_bytes: Counter::new(),
             healthy: AtomicBool::new(true),
@@ -128,6 +142,12 @@ impl SinkStats {
         self.lost_records.get()
     }
 
+    /// Records given up at shutdown after write errors, staged or still
+    /// unread in the ring. They are part of [`SinkStats::lost_records`] too.
+    pub fn abandoned_records(&self) -> u64 {
+        self.abandoned_records.get()
+    }
+
     /// Part files open now.
     pub fn open_files(&self) -> u64 {
         self.open_files.get()
@@ -141,7 +161,7 @@ impl SinkStats {
 
     /// Writes the sink's metric families.
     pub fn write_metrics(&self, out: &mut Exposition) {
-        let families: [(&str, MetricType, &str, u64); 7] = [
+        let families: [(&str, MetricType, &str, u64); 8] = [
             (
                 "sink_records_written_total",
                 MetricType::Counter,
@@ -166,6 +186,12 @@ impl SinkStats {
                 "Records overwritten in the ring before the sink wrote them, or abandoned at shutdown.",
                 self.lost_records.get(),
             ),
+            (
+                "sink_abandoned_records_total",
+                MetricType::Counter,
+                "Records given up at shutdown after write errors; also in sink_lost_records_total.",
+                self.abandoned_records.get(),
+            ),
             ("sink_open_files", MetricType::Gauge, "Part files open now.", self.open_files.get()),
             (
                 "sink_staged_bytes",
@@ -187,8 +213,8 @@ impl SinkStats {
 }
 
 /// Starts the sink thread. It exits once the ring is closed and every
-/// record in it is written and fsynced, or after [`SHUTDOWN_RETRY_LIMIT`] of
-/// failed retries at shutdown.
+/// record in it is written and fsynced, or after
+/// [`SinkSettings::shutdown_retry`] of failed retries at shutdown.
 pub fn spawn(
     settings: SinkSettings,
     ring: Arc<Ring>,
@@ -312,13 +338,11 @@ impl Sink {
                 break;
             }
             if ring.is_closed() {
-                let deadline = *shutdown_deadline.get_or_insert(now + SHUTDOWN_RETRY_LIMIT);
+                let retry = self.settings.shutdown_retry;
+                let deadline = *shutdown_deadline.get_or_insert(now + retry);
                 if now >= deadline {
-                    self.abandon_staged();
                     let unread = ring.stats().next_seq.saturating_sub(cursor.next_seq());
-                    if unread > 0 {
-                        self.count_lost(unread, "unread in the ring at shutdown after retries");
-                    }
+                    self.abandon(unread);
                     self.close_all();
                     break;
                 }
@@ -440,6 +464,7 @@ impl Sink {
                 }
             }
         }
+        self.limit_buffer_capacity();
         self.stats.open_files.set(self.open_file_count());
         match failure {
             None => {
@@ -460,6 +485,32 @@ impl Sink {
                 self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
             }
         }
+    }
+
+    /// Frees staging buffer capacity when the part files together keep more
+    /// than `max_staged_bytes` of it. Empty buffers are freed and the others
+    /// shrink to their content, so after this the total capacity is at most
+    /// the larger of `max_staged_bytes` and the staged bytes. Between passes
+    /// a buffer grows at most to twice its content, which is what the
+    /// memory budget counts.
+    fn limit_buffer_capacity(&mut self) {
+        let capacity: usize = self.parts.iter().map(|part| part.staged.capacity()).sum();
+        if capacity <= self.settings.max_staged_bytes {
+            return;
+        }
+        for part in self.parts.iter_mut() {
+            if part.staged.is_empty() {
+                part.staged = Vec::new();
+            } else {
+                part.staged.shrink_to_fit();
+            }
+        }
+    }
+
+    /// Returns the staging buffer capacity of all part files, in bytes.
+    #[cfg(test)]
+    fn buffer_capacity(&self) -> usize {
+        self.parts.iter().map(|part| part.staged.capacity()).sum()
     }
 
     fn report_error(&mut self, message: &str) {
@@ -507,9 +558,28 @@ impl Sink {
         self.stats.open_files.set(self.open_file_count());
     }
 
-    fn abandon_staged(&mut self) {
-        let records: u64 = self.parts.iter().map(|part| part.staged_records).sum();
-        self.count_lost(records, "unwritten at shutdown after retries");
+    /// Gives up on the staged records and on `unread` records left in the
+    /// ring, once shutdown retries have run out: logs how many and where
+    /// they were headed, and counts them as lost and abandoned.
+    fn abandon(&mut self, unread: u64) {
+        let staged: u64 = self.parts.iter().map(|part| part.staged_records).sum();
+        let mut folders: Vec<String> = self
+            .parts
+            .iter()
+            .filter(|part| part.staged_records > 0)
+            .map(|part| part.dir.display().to_string())
+            .collect();
+        let more = folders.len().saturating_sub(MAX_NAMED_FOLDERS);
+        folders.truncate(MAX_NAMED_FOLDERS);
+        log::error!(
+            "sink gave up at shutdown after {:?} of failed writes: staged_records={staged} \
+             unread_records={unread} last_error=\"{}\" folders=[{}] more_folders={more}",
+            self.settings.shutdown_retry,
+            self.stats.last_error().unwrap_or_default(),
+            folders.join(", ")
+        );
+        self.stats.lost_records.add(staged + unread);
+        self.stats.abandoned_records.add(staged + unread);
         for part in self.parts.iter_mut() {
             part.staged.clear();
             part.staged_records = 0;
@@ -648,6 +718,7 @@ mod tests {
             venue: Venue::Spot,
             flush_interval: Duration::from_secs(1),
             max_staged_bytes: MAX_STAGED_BYTES,
+            shutdown_retry: SHUTDOWN_RETRY_LIMIT,
         };
         let liveness = crate::liveness::Liveness::new();
         let result = spawn(
@@ -657,5 +728,42 @@ mod tests {
             liveness.register("sink"),
         );
         assert_eq!(result.unwrap_err().kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn written_buffers_keep_bounded_capacity() {
+        let dir = temp_dir("capacity");
+        let settings = SinkSettings {
+            data_dir: dir.clone(),
+            instance: "cap".to_string(),
+            venue: Venue::Spot,
+            flush_interval: Duration::from_secs(1),
+            max_staged_bytes: 1 << 20,
+            shutdown_retry: SHUTDOWN_RETRY_LIMIT,
+        };
+        let mut sink =
+            Sink::new(settings, "20261204T153000Z".to_string(), Arc::new(SinkStats::new()));
+
+        let line = vec![b'x'; 100 << 10];
+        let received_ns = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64;
+        for index in 0..64 {
+            let stream = format!("s{index}@trade");
+            let record = RecordRef {
+                seq: 0,
+                received_ns,
+                kind: RecordKind::Event,
+                stream: &stream,
+                line: &line,
+            };
+            sink.stage(&record);
+        }
+        assert!(sink.buffer_capacity() > 6 << 20, "staging itself is not limited");
+
+        sink.write_staged(Instant::now());
+        assert_eq!(sink.stats.records_written(), 64);
+        assert!(sink.buffer_capacity() <= 1 << 20, "capacity {}", sink.buffer_capacity());
+
+        sink.close_all();
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -113,3 +113,25 @@ fn data_dir_that_is_a_file_is_named() {
     assert!(stderr.contains("is not a folder"), "{stderr}");
     assert!(stderr.contains("BINANCE_INGEST_DATA_DIR"), "{stderr}");
 }
+
+#[test]
+fn over_budget_error_names_parts_and_limit() {
+    let output = run(&["check-config", "--cache-size", "3GiB", "--memory-critical", "4GiB"], &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains("invalid value"), "no single value is invalid: {stderr}");
+    assert!(stderr.contains("exceeds BINANCE_INGEST_MEMORY_LIMIT=2GiB"), "{stderr}");
+    assert!(stderr.contains("GiB ("), "sizes are rounded: {stderr}");
+    assert!(stderr.contains("cache ring 3.0 GiB (BINANCE_INGEST_CACHE_SIZE)"), "{stderr}");
+    assert!(stderr.contains("raise BINANCE_INGEST_MEMORY_LIMIT"), "{stderr}");
+    let digits = stderr.split(|c: char| !c.is_ascii_digit()).map(str::len).max();
+    assert!(digits < Some(6), "raw byte counts are hard to read: {stderr}");
+}
+
+#[test]
+fn memory_window_accepts_days() {
+    let output = run(&["check-config", "--memory-window", "7d"], &[]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("BINANCE_INGEST_MEMORY_WINDOW=168h"), "{stdout}");
+}

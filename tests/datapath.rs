@@ -77,6 +77,7 @@ impl DataPath {
                 venue,
                 flush_interval: Duration::from_millis(50),
                 max_staged_bytes: sink::MAX_STAGED_BYTES,
+                shutdown_retry: sink::SHUTDOWN_RETRY_LIMIT,
             },
             ring,
             sink_stats.clone(),

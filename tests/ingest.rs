@@ -377,9 +377,14 @@ fn refused_endpoint_is_retried_with_backoff() {
     ];
     let mut service = Service::start(&dir, &settings);
     service.wait_for("three refused attempts", Duration::from_secs(20), |s| {
-        s.metric("binance_ingest_disconnects_total{reason=\"connect_failed\"}").unwrap_or(0.0)
+        s.metric("binance_ingest_connect_failures_total{reason=\"connect_failed\"}").unwrap_or(0.0)
             >= 3.0
     });
+    let (_, metrics) = service.get("/metrics");
+    assert!(
+        !metrics.contains("binance_ingest_disconnects_total{"),
+        "a refused attempt is no disconnect:\n{metrics}"
+    );
     assert!(service.log_contains("Connection refused"), "{}", service.log_text());
     assert!(service.log_contains("reconnect in"), "{}", service.log_text());
     assert!(!service.log_contains("panicked"));

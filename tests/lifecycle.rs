@@ -59,7 +59,14 @@ fn rotations_lose_and_repeat_nothing() {
     let sent = complete_sent_log(&mock);
     let cuts = sent.iter().filter(|e| e.event.as_deref() == Some("max-age")).count();
     assert_eq!(cuts, 0, "the mock's cut came before a rotation");
-    assert!(sum_of(&metrics, "binance_ingest_rotations_total{cause=\"schedule\"}") >= 20.0);
+    let rotations = sum_of(&metrics, "binance_ingest_rotations_total{cause=\"schedule\"}");
+    assert!(rotations >= 20.0);
+    let replacements = "binance_ingest_reconnect_attempts_total{kind=\"replacement\"}";
+    // The last rotation's replacement may not have started at the snapshot.
+    let replaced = sum_of(&metrics, replacements);
+    assert!(replaced >= rotations - 1.0, "{replaced} replacement attempts, {rotations} rotations");
+    let reconnects = "binance_ingest_reconnect_attempts_total{kind=\"reconnect\"}";
+    assert_eq!(sum_of(&metrics, reconnects), 0.0, "no connection failed");
     assert_eq!(sum_of(&metrics, "binance_ingest_overlaps_total{outcome=\"deadline\"}"), 0.0);
     assert!(sum_of(&metrics, "binance_ingest_duplicates_dropped_total{") > 0.0, "overlaps");
 
@@ -285,6 +292,11 @@ fn rate_limit_windows_are_waited_out() {
     });
     assert_eq!(metric(&service, "binance_ingest_rate_limited"), 0.0, "alert clears");
     assert!(metric(&service, "binance_ingest_handshake_rejections_total{status=\"429\"}") >= 1.0);
+    // A rejected handshake is a failed connect, not the end of a connection.
+    let failures = "binance_ingest_connect_failures_total{reason=\"http_429\"}";
+    assert!(metric(&service, failures) >= 1.0);
+    assert_eq!(metric(&service, "binance_ingest_disconnects_total{reason=\"http_429\"}"), 0.0);
+    assert_eq!(metric(&service, "binance_ingest_disconnects_total{reason=\"http_418\"}"), 0.0);
     assert!(service.terminate().success());
 
     let log = raw_sent_log(&mock);
@@ -352,7 +364,7 @@ fn accept_and_drop_is_backed_off() {
     let after = mock.sent_log().iter().filter(|e| e.event.as_deref() == Some("open")).count();
     // At the 1 s cap, full jitter averages 500 ms between attempts.
     assert!(after - before <= 15, "{} attempts in 3 s at the backoff cap", after - before);
-    assert!(metric(&service, "binance_ingest_reconnect_attempts_total") >= 5.0);
+    assert!(metric(&service, "binance_ingest_reconnect_attempts_total{kind=\"reconnect\"}") >= 5.0);
     assert!(service.terminate().success());
     let steps: Vec<u32> = service
         .log_text()
@@ -657,4 +669,83 @@ fn shutdown_on_replacement_rotates_after_switch() {
     assert!(reason.contains("1000"), "the server closed connection 2: {reason}");
     let stored = stored_records(service.data_dir());
     assert_stored_exactly_once(&data_events(&sent), &stored);
+}
+
+/// A tmpfs mounted for one test; unmounted when dropped.
+struct SmallDisk(std::path::PathBuf);
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `size` (such as `1m`) at `path`, or returns `None`
+    /// when this process may not mount (not root, or no mount permission).
+    fn mount(path: &std::path::Path, size: &str) -> Option<SmallDisk> {
+        std::fs::create_dir_all(path).unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .ok()?;
+        status.success().then(|| SmallDisk(path.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn full_disk_shutdown_gives_up_and_exits_74() {
+    let dir = unique_dir("full-disk");
+    // Declared before the service, so the service stops before the unmount.
+    let Some(_disk) = SmallDisk::mount(&dir.join("data"), "1m") else {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    let mock = MockExchange::start(&["--rate", "2000"]);
+    let settings = with(
+        base_settings(&mock, "btcusdt@depth@100ms,ethusdt@depth@100ms"),
+        "BINANCE_INGEST_SINK_SHUTDOWN_RETRY",
+        "1s",
+    );
+    let settings = with(settings, "BINANCE_INGEST_FLUSH_INTERVAL", "50ms");
+    let mut service = Service::start(&dir, &settings);
+    service.wait_for("a failed write on the full disk", Duration::from_secs(30), |service| {
+        metric(service, "binance_ingest_sink_write_errors_total") > 0.0
+    });
+    assert_eq!(metric(&service, "binance_ingest_sink_abandoned_records_total"), 0.0);
+
+    let started = std::time::Instant::now();
+    let status = service.terminate();
+    let log = service.log_text();
+    assert_eq!(status.code(), Some(74), "{log}");
+    assert!(started.elapsed() < Duration::from_secs(20), "shutdown took {:?}", started.elapsed());
+    assert!(service.log_contains("sink gave up at shutdown"), "{log}");
+    assert!(service.log_contains("could not write"), "{log}");
+}
+
+#[test]
+fn fast_server_pings_get_spaced_pongs() {
+    // 10 pings a second; the mock, like Binance spot, closes a connection
+    // that sends over 5 messages a second, pongs included.
+    let mock =
+        MockExchange::start(&["--rate", "50", "--ping-interval", "100ms", "--pong-timeout", "5s"]);
+    let dir = unique_dir("fast-pings");
+    let settings = base_settings(&mock, "btcusdt@trade");
+    let settings = with(settings, "BINANCE_INGEST_SERVER_PING_INTERVAL", "100ms");
+    let settings = with(settings, "BINANCE_INGEST_STALE_AFTER", "5s");
+    let mut service = Service::start(&dir, &settings);
+
+    service.wait_for("40 server pings", Duration::from_secs(20), |s| {
+        metric(s, "binance_ingest_server_pings_total") >= 40.0
+    });
+    let (_, metrics) = service.get("/metrics");
+    assert!(service.terminate().success(), "{}", service.log_text());
+
+    assert_eq!(sum_of(&metrics, "binance_ingest_connects_total"), 1.0, "{metrics}");
+    assert_eq!(sum_of(&metrics, "binance_ingest_disconnects_total{"), 0.0, "{metrics}");
+    let delayed = sum_of(&metrics, "binance_ingest_pongs_delayed_total");
+    assert!(delayed >= 2.0, "{delayed} delayed pongs");
+    assert!(!service.log_contains("too many messages"), "{}", service.log_text());
 }

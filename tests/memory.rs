@@ -368,5 +368,20 @@ fn check_config_prints_budget_and_enforces_limit() {
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("BINANCE_INGEST_MEMORY_LIMIT"), "{stderr}");
     assert!(stderr.contains("worst-case memory budget"), "{stderr}");
-    assert!(stderr.contains("BINANCE_INGEST_FRAME_QUEUE"), "{stderr}");
+    assert!(stderr.contains("BINANCE_INGEST_CACHE_SIZE"), "{stderr}");
+}
+
+#[test]
+fn idle_thread_count_matches_budget() {
+    let mock = MockExchange::start(&["--rate", "10"]);
+    let dir = unique_dir("memory-threads");
+    let settings =
+        with(base_settings(&mock, "btcusdt@trade"), &[("BINANCE_INGEST_HTTP_THREADS", "2")]);
+    let service = Service::start(&dir, &settings);
+    service.wait_for("ready", Duration::from_secs(20), |service| service.get("/readyz").0 == 200);
+    // Readers and HTTP handler threads come on top of the fixed threads;
+    // second-signal runs only during shutdown.
+    let expected = binance_ingest::memory::FIXED_THREADS - 1 + 1 + 2;
+    let threads = proc_status(service.pid(), "Threads:");
+    assert_eq!(threads, expected, "{}", service.log_text());
 }

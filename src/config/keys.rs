@@ -161,6 +161,16 @@ pub static KEYS: &[Key] = &[
         show: |c| c.frame_queue.to_string(),
     },
     Key {
+        name: "FRAME_QUEUE_BYTES",
+        placeholder: "SIZE",
+        help: "bytes of frame batches queued between readers and pipeline, 1MiB to 1TiB",
+        apply: |c, v| {
+            c.frame_queue_bytes = size_in(v, 1 << 20, 1 << 40)? as u64;
+            Ok(())
+        },
+        show: |c| format_size(c.frame_queue_bytes),
+    },
+    Key {
         name: "FLUSH_INTERVAL",
         placeholder: "DURATION",
         help: "maximum time written records wait in the sink's buffer, 1ms to 1s",
@@ -422,6 +432,16 @@ pub static KEYS: &[Key] = &[
         show: |c| format_size(c.sink_buffer_size as u64),
     },
     Key {
+        name: "SINK_SHUTDOWN_RETRY",
+        placeholder: "DURATION",
+        help: "time the sink retries failed writes at shutdown, then gives up, 1s to 50s",
+        apply: |c, v| {
+            c.sink_shutdown_retry = duration_in(v, SECOND, 50 * SECOND)?;
+            Ok(())
+        },
+        show: |c| format_duration(c.sink_shutdown_retry),
+    },
+    Key {
         name: "MEMORY_LIMIT",
         placeholder: "SIZE",
         help: "start-up fails when the worst-case memory budget exceeds this, 16MiB+",
@@ -588,7 +608,8 @@ fn size_in(text: &str, min: u64, max: u64) -> Result<usize, String> {
         return Err(format!("expected {} to {}", format_size(min), format_size(max)));
     }
     // The bounds above stay below 2^32 on 32-bit targets except for the
-    // cache, which such a target could not allocate anyway.
+    // cache and the frame queue bytes, which such a target could not
+    // allocate anyway.
     usize::try_from(bytes).map_err(|_| "larger than this machine's address space".to_string())
 }
 

@@ -103,6 +103,7 @@ pub fn parse_file(text: &str, name: &str) -> Result<Vec<Setting>, Error> {
         key: format!("{name} line {number}"),
         value: text.lines().nth(number - 1).unwrap_or_default().trim().to_string(),
         problem,
+        combined: false,
     })?;
     let mut settings: Vec<Setting> = Vec::with_capacity(lines.len());
     let mut first_line: Vec<Option<usize>> = vec![None; KEYS.len()];
@@ -112,12 +113,14 @@ pub fn parse_file(text: &str, name: &str) -> Result<Vec<Setting>, Error> {
             key: line.key.clone(),
             value: line.value.clone(),
             problem: format!("unknown key {origin}{}", hint(&line.key)),
+            combined: false,
         })?;
         if let Some(first) = first_line[key] {
             return Err(ConfigError {
                 key: line.key,
                 value: line.value,
                 problem: format!("set twice in {name}, on lines {first} and {}", line.number),
+                combined: false,
             }
             .into());
         }
@@ -145,6 +148,7 @@ pub fn env_settings(
             key: name.clone(),
             value: value.clone(),
             problem: format!("unknown environment variable{}", hint(&name)),
+            combined: false,
         })?;
         let origin = "in the environment".to_string();
         settings.push(Setting { key, value, source: Source::Env, origin });

@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 /// Duration units, longest first, with their length in nanoseconds.
-const DURATION_UNITS: [(&str, u64); 6] = [
+const DURATION_UNITS: [(&str, u64); 7] = [
+    ("d", 86_400_000_000_000),
     ("h", 3_600_000_000_000),
     ("m", 60_000_000_000),
     ("s", 1_000_000_000),
@@ -22,11 +23,12 @@ const SIZE_UNITS: [(&str, u64); 5] =
     [("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("B", 1)];
 
 const DURATION_FORMS: &str =
-    "a whole number with a unit (ms, s, m, h), e.g. 250ms, 30s, 4h or 1h30m";
+    "a whole number with a unit (ms, s, m, h, d), e.g. 250ms, 30s, 4h, 1h30m or 7d";
 const SIZE_FORMS: &str = "a whole number of bytes, optionally with a unit (B, KiB, MiB, GiB, TiB), \
                           e.g. 512KiB or 64MiB";
 
-/// Parses a duration such as `250ms`, `30s`, `5m`, `4h` or `1h30m`.
+/// Parses a duration such as `250ms`, `30s`, `5m`, `4h`, `1h30m` or `7d`,
+/// where a day is 24 hours.
 ///
 /// Every number needs a unit, `0` included, so `30` cannot be read as
 /// seconds by one person and milliseconds by another. `us` and `ns` are
@@ -63,7 +65,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         };
         let part = number.parse::<u64>().ok().and_then(|n| n.checked_mul(nanos));
         total = part.and_then(|part| total.checked_add(part)).ok_or_else(|| {
-            format!("duration too large; the maximum is {}h", u64::MAX / DURATION_UNITS[0].1)
+            format!("duration too large; the maximum is {}h", u64::MAX / DURATION_UNITS[1].1)
         })?;
         rest = after;
     }
@@ -71,7 +73,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Writes `duration` in the largest unit that divides it exactly, such as
-/// `4h`, `90m`, `250ms` or `0s`.
+/// `4h`, `90m`, `250ms` or `0s`. Days are never written, so 7 days is `168h`.
 pub fn format_duration(duration: Duration) -> String {
     // Durations above u64::MAX nanoseconds (584 years) cannot come from
     // parse_duration; saturating keeps this function total.
@@ -79,7 +81,7 @@ pub fn format_duration(duration: Duration) -> String {
     if nanos == 0 {
         return "0s".to_string();
     }
-    for (unit, size) in DURATION_UNITS {
+    for (unit, size) in DURATION_UNITS.iter().skip(1) {
         if nanos % size == 0 {
             return format!("{}{unit}", nanos / size);
         }
@@ -175,6 +177,8 @@ mod tests {
             ("0ms", Duration::ZERO),
             (" 2s ", Duration::from_secs(2)),
             ("7us", Duration::from_micros(7)),
+            ("7d", Duration::from_secs(7 * 86_400)),
+            ("1d12h", Duration::from_secs(36 * 3600)),
         ];
         for (text, expected) in cases {
             assert_eq!(parse_duration(text), Ok(expected), "{text}");
@@ -210,6 +214,7 @@ mod tests {
             assert_eq!(parse_duration(&format_duration(duration)), Ok(duration), "{millis}");
         }
         assert_eq!(format_duration(Duration::from_secs(5400)), "90m");
+        assert_eq!(format_duration(Duration::from_secs(7 * 86_400)), "168h");
         assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
         assert_eq!(format_duration(Duration::from_nanos(1_000_001)), "1000001ns");
     }

@@ -14,13 +14,16 @@
 use std::fmt::Write as _;
 
 use crate::config::{Config, format_size};
-use crate::http::RECENT_MAX;
+use crate::http::{RECENT_MAX, RECENT_MAX_BYTES};
 use crate::plan::plan_connections;
 use crate::sink::READ_CHUNK_BYTES;
 
 /// Factor by which a reader's held batch may exceed `BATCH_SIZE` while the
 /// frame queue is full, before the reader drops it (see `reader.rs`).
 pub const HOLD_FACTOR: u64 = crate::reader::HOLD_FACTOR as u64;
+
+/// Idle batches each reader's pool keeps for reuse (see `frame.rs`).
+pub const SPARE_BATCHES: u64 = crate::reader::SPARE_BATCHES as u64;
 
 /// Smallest data frame assumed when counting per-frame metadata (24 bytes
 /// each) in a batch. Binance market-data messages are larger than this.
@@ -44,13 +47,16 @@ pub const STREAM_BASE_BYTES: u64 = 4 << 10;
 pub const DIGEST_BYTES: u64 = 32;
 
 /// Stack reserved per thread: the Rust standard library's default of
-/// 2 MiB. Only touched pages are resident, so this overstates RSS.
+/// 2 MiB for spawned threads. This is reserved address space; only touched
+/// pages are resident, so the figure overstates RSS. The main thread's
+/// stack grows on demand up to `RLIMIT_STACK` and is counted the same way.
 pub const THREAD_STACK_BYTES: u64 = 2 << 20;
 
-/// Threads besides readers and HTTP handlers: main, signals, scheduler,
-/// pipeline, sink, memory sampler, tiny_http's own threads and, during
-/// shutdown, second-signal. Counted on a running service: 11 at idle.
-pub const FIXED_THREADS: u64 = 12;
+/// Threads besides readers and HTTP handler threads: main, signals,
+/// scheduler, timer, pipeline, sink, memory sampler, the HTTP accept thread
+/// and, during shutdown only, second-signal. A service with one connection
+/// and two handler threads therefore runs 11 threads at idle.
+pub const FIXED_THREADS: u64 = 9;
 
 /// Resident memory of the service before the cache ring and buffers are
 /// used: code, libraries, allocator arenas and TLS roots. Measured as the
@@ -99,12 +105,15 @@ impl Budget {
         let message = config.max_message_size as u64;
         let frame = config.max_frame_size as u64;
         let batch = batch_bytes(config.batch_size as u64, message);
+        let spare_batch = spare_batch_bytes(config.batch_size as u64);
         let streams = config.max_streams as u64;
         let cache = config.cache_size as u64;
         let sink_buffer = config.sink_buffer_size as u64;
         let window = super::window_samples(config.memory_window, config.memory_sample_interval);
         let http_threads = config.http_threads as u64;
-        let recent = cache.min(RECENT_MAX as u64 * message);
+        // The records' own list: one 32-byte entry per record, doubled by
+        // growth.
+        let recent = cache.min(RECENT_MAX_BYTES as u64) + 2 * RECENT_MAX as u64 * 32;
 
         let items = vec![
             BudgetItem {
@@ -115,19 +124,29 @@ impl Budget {
             },
             BudgetItem {
                 name: "frame queue",
-                keys: &["FRAME_QUEUE", "BATCH_SIZE", "MAX_MESSAGE_SIZE"],
-                bytes: (config.frame_queue as u64 + 1) * batch,
+                keys: &["FRAME_QUEUE_BYTES", "BATCH_SIZE", "MAX_MESSAGE_SIZE"],
+                // The byte counter covers queued batches and the one the
+                // pipeline processes. An empty queue takes one batch of any
+                // size, whose buffer may have doubled while it grew.
+                bytes: config.frame_queue_bytes.max(2 * batch),
                 detail: format!(
-                    "({} queued + 1 in the pipeline) x {} per batch",
-                    config.frame_queue,
+                    "larger of FRAME_QUEUE_BYTES {} and 2 x {} of one batch",
+                    format_size_rounded(config.frame_queue_bytes),
                     format_size_rounded(batch)
                 ),
             },
             BudgetItem {
                 name: "reader batches",
                 keys: &["BATCH_SIZE", "MAX_MESSAGE_SIZE", "MAX_STREAMS_PER_CONNECTION"],
-                bytes: readers * batch,
-                detail: format!("{readers} readers x {} held batch", format_size_rounded(batch)),
+                // The batch buffer grows by doubling, so its capacity may
+                // reach twice the payload bound. Each reader's pool also
+                // keeps a few idle batches of at most twice `BATCH_SIZE`.
+                bytes: readers * (2 * batch + SPARE_BATCHES * spare_batch),
+                detail: format!(
+                    "{readers} readers x (2 x {} held batch + {SPARE_BATCHES} x {} idle)",
+                    format_size_rounded(batch),
+                    format_size_rounded(spare_batch)
+                ),
             },
             BudgetItem {
                 name: "websocket buffers",
@@ -154,29 +173,31 @@ impl Budget {
                 name: "sink staging",
                 keys: &["SINK_BUFFER_SIZE", "MAX_MESSAGE_SIZE"],
                 // Staged lines may overshoot the limit by one ring read and
-                // one record; Vec doubling may leave twice that reserved.
-                // The ring read itself is copied into one more buffer.
-                // NOTE: each part file keeps its buffer's capacity after a
-                // write, so with many busy streams the capacity retained
-                // across files can exceed this line.
-                bytes: 2 * (sink_buffer + READ_CHUNK_BYTES as u64 + message)
-                    + READ_CHUNK_BYTES as u64
-                    + message,
+                // one record, and Vec doubling may leave twice that
+                // reserved. After each write pass the part files keep at
+                // most SINK_BUFFER_SIZE of buffer capacity beyond their
+                // content (see Sink::limit_buffer_capacity). Lines go from
+                // the ring straight into those buffers, with no read buffer.
+                bytes: 2 * (sink_buffer + READ_CHUNK_BYTES as u64 + message) + sink_buffer,
                 detail: format!(
-                    "2 x ({} staged + {} read + 1 message) + 1 read buffer",
+                    "2 x ({} staged + {} read + 1 message) + {} kept capacity",
                     format_size(sink_buffer),
-                    format_size(READ_CHUNK_BYTES as u64)
+                    format_size(READ_CHUNK_BYTES as u64),
+                    format_size(sink_buffer)
                 ),
             },
             BudgetItem {
                 name: "http responses",
-                keys: &["HTTP_THREADS", "CACHE_SIZE", "MAX_MESSAGE_SIZE"],
-                // A /recent response copies up to RECENT_MAX records and
-                // then renders them, so each handler may hold two copies.
+                keys: &["HTTP_THREADS"],
+                // A /recent response copies records of up to
+                // RECENT_MAX_BYTES and renders them into a body of the same
+                // size, which the server copies once more behind the header
+                // after the records are gone, so each handler keeps at most
+                // two copies at a time.
                 bytes: http_threads * 2 * recent,
                 detail: format!(
-                    "{http_threads} handlers x 2 x {} of /recent records",
-                    format_size(recent)
+                    "{http_threads} handlers x 2 x {} of /recent records (RECENT_MAX_BYTES)",
+                    format_size_rounded(recent)
                 ),
             },
             BudgetItem {
@@ -190,7 +211,7 @@ impl Budget {
                 keys: &["HTTP_THREADS", "MAX_STREAMS_PER_CONNECTION"],
                 bytes: (FIXED_THREADS + readers + http_threads) * THREAD_STACK_BYTES,
                 detail: format!(
-                    "{} threads x {}",
+                    "{} threads x {} reserved, of which only touched pages are resident",
                     FIXED_THREADS + readers + http_threads,
                     format_size(THREAD_STACK_BYTES)
                 ),
@@ -224,7 +245,7 @@ impl Budget {
                     .iter()
                     .map(|key| format!("{}{key}", crate::config::KEY_PREFIX))
                     .collect();
-                format!("{} {} ({})", item.name, format_size(item.bytes), keys.join(", "))
+                format!("{} {} ({})", item.name, format_size_rounded(item.bytes), keys.join(", "))
             })
             .collect();
         format!(
@@ -264,6 +285,14 @@ impl Budget {
         }
         out
     }
+}
+
+/// Upper bound of one idle batch in a reader's pool, in bytes: the pool
+/// keeps only buffers of at most twice `BATCH_SIZE`, with the metadata of
+/// frames of [`MIN_FRAME_BYTES`].
+pub fn spare_batch_bytes(batch_size: u64) -> u64 {
+    let bytes = 2 * batch_size;
+    bytes + (bytes / MIN_FRAME_BYTES + 1) * FRAME_META_BYTES
 }
 
 /// Upper bound of one frame batch in bytes: a reader keeps adding to a batch
@@ -307,7 +336,7 @@ mod tests {
         type Change = fn(&mut Config);
         let cases: [(&str, Change); 6] = [
             ("cache", |c| c.cache_size *= 2),
-            ("queue", |c| c.frame_queue *= 2),
+            ("queue", |c| c.frame_queue_bytes *= 4),
             ("message", |c| c.max_message_size *= 2),
             ("streams", |c| c.max_streams *= 2),
             ("sink", |c| c.sink_buffer_size *= 2),
@@ -335,10 +364,10 @@ mod tests {
 
     #[test]
     fn advice_names_largest_keys() {
-        let config = Config { frame_queue: 4096, ..Config::default() };
+        let config = Config { frame_queue_bytes: 4 << 30, ..Config::default() };
         let advice = Budget::worst_case(&config).advice();
-        assert!(advice.starts_with("the largest parts are frame queue"), "{advice}");
-        assert!(advice.contains("BINANCE_INGEST_FRAME_QUEUE"), "{advice}");
+        assert!(advice.starts_with("the largest parts are frame queue 4.0 GiB"), "{advice}");
+        assert!(advice.contains("BINANCE_INGEST_FRAME_QUEUE_BYTES"), "{advice}");
     }
 
     #[test]

@@ -17,7 +17,8 @@ mod window;
 use std::time::Duration;
 
 pub use budget::{
-    Budget, BudgetItem, FIXED_BASE_BYTES, HOLD_FACTOR, batch_bytes, format_size_rounded,
+    Budget, BudgetItem, FIXED_BASE_BYTES, FIXED_THREADS, HOLD_FACTOR, batch_bytes,
+    format_size_rounded,
 };
 pub use sampler::{MemorySettings, Sampler, read_sample, spawn};
 pub use status::{AlertKind, MemoryStatus};
