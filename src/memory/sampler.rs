@@ -102,9 +102,11 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    /// Creates the state with an empty window of the configured size.
+    /// Creates the state with an empty window of the configured size, and
+    /// publishes the configured levels in `status`.
     pub fn new(settings: MemorySettings, status: Arc<MemoryStatus>) -> Sampler {
         let window = SampleWindow::new(window_samples(settings.window, settings.interval));
+        status.set_levels(settings.warn, settings.critical, settings.leak_threshold);
         Sampler { settings, window, status, warm_from: None }
     }
 
@@ -293,6 +295,8 @@ pub fn spawn(
     critical: Sender<()>,
     checkin: Checkin,
 ) -> io::Result<JoinHandle<()>> {
+    // Created here, not on the thread, so the configured levels are on
+    // `/metrics` before the first sample.
     let interval = settings.interval;
     let mut sampler = Sampler::new(settings, status);
     std::thread::Builder::new().name("memory-sampler".into()).spawn(move || {
