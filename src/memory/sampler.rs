@@ -461,7 +461,8 @@ mod tests {
     }
 
     /// Drives a sampler with `settings` sample by sample for `hours`, with
-    /// RSS `rss(t)` bytes at `t` seconds and no ring share.
+    /// RSS `rss(t)` bytes at `t` seconds plus up to 1 MiB of noise either
+    /// way, and no ring share.
     fn drive(settings: MemorySettings, hours: f64, rss: impl Fn(f64) -> f64) -> Run {
         let interval = settings.interval.as_secs_f64();
         let status = Arc::new(MemoryStatus::new());
@@ -469,10 +470,15 @@ mod tests {
         let end = hours * HOUR;
         let (mut growth_sum, mut growth_count) = (0.0, 0.0);
         let mut raises = Vec::new();
+        // Deterministic noise: a 64-bit linear congruential generator
+        // (Knuth's MMIX constants).
+        let mut state: u64 = 1;
         let mut at = 0.0;
         while at <= end {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let noise = ((state >> 11) as f64 / (1u64 << 52) as f64 - 1.0) * MIB as f64;
             let was = status.alert(AlertKind::Leak);
-            sampler.record(sample(at, rss(at) as u64));
+            sampler.record(sample(at, (rss(at) + noise) as u64));
             if status.alert(AlertKind::Leak) && !was {
                 raises.push(at);
             }
@@ -498,7 +504,8 @@ mod tests {
     #[test]
     fn late_leak_raised_within_hours() {
         // Flat for 48 h, then a leak of 2 and 8 times the threshold. The
-        // run ends when the window has held only the leak for 4 h.
+        // run ends when the window has held only the leak for 4 h. With
+        // this noise the alert rises 2.0 h and 1.75 h after the onset.
         let onset = 48.0 * HOUR;
         for per_day in [100.0, 400.0] {
             let rate = per_day * MIB as f64 / (24.0 * HOUR);
