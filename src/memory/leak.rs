@@ -45,11 +45,12 @@
 //! Limits. A sawtooth is told from a leak only once the series holds one
 //! of its drops. During its first ramp after warm-up, a sawtooth whose
 //! ramp projects above the threshold may raise the alert, which clears at
-//! the drop. With a 24 h window and a 3 h horizon, a 20 MiB sawtooth with
-//! an 8 h period that starts its ramp at warm-up does so once, 6 h later. A sawtooth with a period
-//! as long as the window cannot be told from a leak at all. During the
-//! first window, a one-off step of more than about a quarter of the
-//! threshold may be flagged until the window has filled past it.
+//! the drop. In the sampler's tests (24 h window, 3 h horizon), a 20 MiB
+//! sawtooth with an 8 h period raises it once, 6 h after warm-up. A
+//! sawtooth with a period as long as the window cannot be told from a
+//! leak at all. While the window is still filling, a one-off step of more
+//! than about a quarter of the threshold may be flagged, because it
+//! cannot yet be told from the first step of a staircase.
 
 /// Minimum number of samples in each half of the horizon, and in each
 /// quarter of a series that gets a verdict.
