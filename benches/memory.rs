@@ -86,7 +86,9 @@ fn main() {
     let median = rss[rss.len() / 2];
     let peak = rss[rss.len() - 1];
     let slope_per_hour = least_squares_slope(&points) * 3600.0;
-    let parts = leak::assess(points.iter().copied(), 50.0 * MIB, 0.0);
+    let limits =
+        leak::Limits { threshold_per_day: 50.0 * MIB, min_span_seconds: 0.0, recent_seconds: 0.0 };
+    let detector = leak::assess(points.iter().copied(), &limits, false);
 
     println!();
     println!("events stored per second      {:>12.0}", events / elapsed);
@@ -97,9 +99,9 @@ fn main() {
     println!("peak RSS MiB (VmHWM)          {:>12.1}", peak_since_start / MIB);
     println!("RSS above ring MiB (median)   {:>12.1}", (median - ring) / MIB);
     println!("growth MB/h, least squares    {:>12.3}", slope_per_hour / 1e6);
-    println!("growth MB/h, median of parts  {:>12.3}", parts.growth_per_hour / 1e6);
+    println!("growth MB/h, leak detector    {:>12.3}", detector.growth_per_hour / 1e6);
     println!("growth MB/h, service gauge    {:>12.3}", own_growth / 1e6);
-    println!("projected growth MB / 24 h    {:>12.2}", parts.growth_per_day() / 1e6);
+    println!("projected growth MB / 24 h    {:>12.2}", detector.growth_per_day() / 1e6);
     println!();
     println!(
         "goal RSS <= ring + 20 MiB: {}",
@@ -108,7 +110,7 @@ fn main() {
     println!(
         "goal growth < 1 MB / 24 h: {} (from {:.0} s of samples; a short run bounds the \
          rate only roughly)",
-        if parts.growth_per_day() < 1e6 { "met" } else { "missed" },
+        if detector.growth_per_day() < 1e6 { "met" } else { "missed" },
         elapsed
     );
 }

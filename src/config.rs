@@ -143,8 +143,8 @@ pub struct Config {
     /// `BINANCE_INGEST_MEMORY_WINDOW`: span of samples kept for leak
     /// detection. Defaults to 24 h.
     pub memory_window: Duration,
-    /// `BINANCE_INGEST_MEMORY_WARMUP`: longest warm-up before leak detection
-    /// starts; it ends earlier once the cache ring has filled. Defaults to 30 min.
+    /// `BINANCE_INGEST_MEMORY_WARMUP`: warm-up before leak detection starts,
+    /// however soon the cache ring fills. Defaults to 30 min.
     pub memory_warmup: Duration,
     /// `BINANCE_INGEST_MEMORY_LEAK_THRESHOLD`: projected RSS growth over 24 h
     /// that raises the leak alert, in bytes. Defaults to 50 MiB.

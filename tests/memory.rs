@@ -108,13 +108,14 @@ fn high_rate_reaches_plateau_without_alert() {
             ("BINANCE_INGEST_FRAME_QUEUE", "8"),
             ("BINANCE_INGEST_BATCH_SIZE", "64KiB"),
             ("BINANCE_INGEST_MEMORY_WINDOW", "12s"),
-            ("BINANCE_INGEST_MEMORY_WARMUP", "20s"),
+            ("BINANCE_INGEST_MEMORY_WARMUP", "5s"),
         ],
     );
     let service = Service::start(&dir, &settings);
     let pid = service.pid();
 
-    // Warm-up ends when the 2 MiB ring first evicts, well before 20 s.
+    // The 2 MiB ring evicts within seconds, but warm-up still lasts the
+    // full 5 s of MEMORY_WARMUP, so the buffers behind it fill first.
     service.wait_for("the ring to fill", Duration::from_secs(20), |service| {
         service.metric("binance_ingest_ring_evicted_records_total").unwrap_or(0.0) > 0.0
     });
@@ -177,7 +178,12 @@ fn metrics_agree_with_proc() {
     let dir = unique_dir("memory-proc");
     let settings = with(
         base_settings(&mock, "btcusdt@trade,ethusdt@trade"),
-        &[("BINANCE_INGEST_CACHE_SIZE", "2MiB")],
+        &[
+            ("BINANCE_INGEST_CACHE_SIZE", "2MiB"),
+            ("BINANCE_INGEST_MEMORY_WARN", "300MiB"),
+            ("BINANCE_INGEST_MEMORY_CRITICAL", "600MiB"),
+            ("BINANCE_INGEST_MEMORY_LEAK_THRESHOLD", "20MiB"),
+        ],
     );
     let service = Service::start(&dir, &settings);
     let pid = service.pid();
@@ -223,6 +229,10 @@ fn metrics_agree_with_proc() {
     assert_eq!(metric(&body, "binance_ingest_frame_queue_capacity"), 64.0);
     assert!(metric(&body, "binance_ingest_frame_queue_length") <= 64.0);
     assert_eq!(metric(&body, "binance_ingest_ring_capacity_bytes"), 2.0 * MIB);
+    // The configured levels, which the Prometheus rules compare against.
+    assert_eq!(metric(&body, "binance_ingest_memory_warn_bytes"), 300.0 * MIB);
+    assert_eq!(metric(&body, "binance_ingest_memory_critical_bytes"), 600.0 * MIB);
+    assert_eq!(metric(&body, "binance_ingest_memory_leak_threshold_bytes"), 20.0 * MIB);
 }
 
 #[test]

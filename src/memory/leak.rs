@@ -1,36 +1,82 @@
-//! Leak detection: a growth estimate from a series of memory samples that
-//! distinguishes steady growth from a plateau, noise, a sawtooth or a one-off step.
+//! Leak detection: a growth estimate and a leak verdict from a series of
+//! memory samples, which tell steady growth from a plateau, noise, a
+//! sawtooth or a one-off step.
 //!
 //! Pure computation, called by the memory sampler thread after each sample.
 //! It never allocates and never reads the clock, so it is tested on
 //! synthetic series.
 //!
 //! Method. The caller passes only samples taken after warm-up, with the
-//! cache ring's resident growth already subtracted. The series is cut into
-//! three parts of equal sample count, and an ordinary least-squares line is
-//! fitted to each part. The growth estimate is the median of the three
-//! slopes. A leak grows in every part, so all three slopes agree and the
-//! median equals the true rate. A one-off step (an allocator arena, a table
-//! filling once) lifts one part's slope only, and the median ignores it. A
-//! sawtooth or noise around a flat mean gives slopes of either sign near
-//! zero. The leak verdict needs all of: the median projected over 24 h above
-//! the threshold, every part's slope above half the threshold, every part's
-//! slope more than two standard errors above zero, and a fitted growth over
-//! the whole span of at least [`MIN_EVIDENCE_FRACTION`] of the threshold.
-//! The last rule keeps a few pages of creep over a short span from
-//! projecting to a leak: growth of 1 MiB in one minute projects to 1.4 GiB
-//! a day, but it is no evidence of one.
+//! cache ring's resident growth already subtracted. The growth estimate is
+//! the ordinary least-squares slope over the whole series. For a steady
+//! leak it is the true rate. For a sawtooth around a flat mean it is small,
+//! because the fitted slope over N whole periods is about the ramp slope
+//! divided by N squared. A one-off step of height h fits to at most 1.5 h
+//! per span. The verdict is a leak when either test below holds.
+//!
+//! - Sustained growth: the whole-series slope projects above the threshold
+//!   over 24 h, and the fitted growth over the span is at least
+//!   [`MIN_SUSTAINED_EVIDENCE_FRACTION`] of the threshold. Also, the low
+//!   envelope rises: the minimum of the last quarter of the span is above
+//!   the maximum of the first quarter. A staircase with steps at most half
+//!   the span apart passes the envelope test however its steps fall, so it
+//!   stays flagged. A sawtooth with a flat mean fails it as soon as the
+//!   span holds one of its drops: the last quarter then starts at or below
+//!   the level the first quarter reached. The evidence share keeps a
+//!   one-off step below a quarter of the threshold from being flagged
+//!   while the window is still filling.
+//! - Recent onset: over the last `recent_seconds` (the horizon), the slope
+//!   projects above the threshold, the fitted growth over the horizon is
+//!   at least [`MIN_EVIDENCE_FRACTION`] of the threshold, both halves of
+//!   the horizon grow (each slope above half the threshold and more than
+//!   two standard errors above zero), and the minimum of the horizon's last
+//!   quarter is above every sample before the horizon: a new high-water
+//!   mark. This flags a leak that starts after the window is full within
+//!   about one horizon, long before it dominates the whole-series slope. A
+//!   one-off step grows in one half only. A sawtooth with a flat mean makes
+//!   no new high once one of its drops lies before the horizon. The test
+//!   needs samples spanning at least one horizon before the horizon.
+//!
+//! Hysteresis: while the alert is raised, both tests use the threshold
+//! scaled by [`CLEAR_FRACTION`], so a staircase whose whole-series slope
+//! swings around the threshold as steps enter and leave the window does
+//! not raise and clear the alert again and again.
+//!
+//! Limits. A sawtooth is told from a leak only once the series holds one
+//! of its drops. During its first ramp after warm-up, a sawtooth whose
+//! ramp projects above the threshold may raise the alert, which clears at
+//! the drop. In the sampler's tests (24 h window, 3 h horizon), a 20 MiB
+//! sawtooth with an 8 h period raises it once, 6 h after warm-up. A
+//! sawtooth with a period as long as the window cannot be told from a
+//! leak at all. While the window is still filling, a one-off step of more
+//! than about a quarter of the threshold may be flagged, because it
+//! cannot yet be told from the first step of a staircase.
 
-/// Minimum number of samples per part of the fit.
+/// Minimum number of samples in each half of the horizon, and in each
+/// quarter of a series that gets a verdict.
 pub const MIN_SAMPLES_PER_PART: usize = 5;
 
-/// Share of the threshold that the fitted growth over the span must reach
-/// before a leak is reported: one eighth, so 6.25 MiB at the default
-/// threshold of 50 MiB. A leak at twice the threshold gets there in 1.5 h.
+/// Minimum number of samples that get a verdict other than
+/// [`Verdict::Insufficient`]: five per quarter of the span.
+pub const MIN_SAMPLES: usize = 4 * MIN_SAMPLES_PER_PART;
+
+/// Share of the threshold that the fitted growth over the horizon must
+/// reach before the recent-onset test flags a leak: one eighth, so
+/// 6.25 MiB at the default threshold of 50 MiB. It keeps a few pages of
+/// creep over a short horizon from projecting to a leak: 1 MiB in one
+/// minute projects to 1.4 GiB a day, but it is no evidence of one.
 pub const MIN_EVIDENCE_FRACTION: f64 = 0.125;
 
-/// Parts the series is cut into.
-const PARTS: usize = 3;
+/// Share of the threshold that the fitted growth over the whole span must
+/// reach before the sustained test flags a leak: 0.4, so 20 MiB at the
+/// default threshold. A one-off step fits to at most 1.5 times its height,
+/// so a step of up to a quarter of the threshold never qualifies. A leak
+/// at twice the threshold qualifies after 4.8 h.
+pub const MIN_SUSTAINED_EVIDENCE_FRACTION: f64 = 0.4;
+
+/// Share of the threshold that still counts as a leak while the alert is
+/// raised: 0.75.
+pub const CLEAR_FRACTION: f64 = 0.75;
 
 /// Seconds in the projection horizon of the threshold: 24 h.
 pub const HORIZON_SECONDS: f64 = 24.0 * 3600.0;
@@ -46,16 +92,39 @@ pub enum Verdict {
     Leak,
 }
 
+/// Thresholds of [`assess`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Limits {
+    /// Projected growth over 24 h that counts as a leak, in bytes.
+    pub threshold_per_day: f64,
+    /// Shortest span that gets a verdict other than
+    /// [`Verdict::Insufficient`], in seconds, because a line fitted to a
+    /// few minutes predicts little about a day.
+    pub min_span_seconds: f64,
+    /// Length of the recent horizon of the recent-onset test, in seconds.
+    /// The sampler uses an eighth of its window, at least the minimum span.
+    pub recent_seconds: f64,
+}
+
 /// Result of [`assess`].
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Assessment {
     /// Verdict.
     pub verdict: Verdict,
-    /// Median growth in bytes per hour; 0 when the verdict is
+    /// Growth in bytes per hour that backs the verdict: the slope over the
+    /// recent horizon when only the recent-onset test flags a leak, else
+    /// the slope over the whole series. 0 when the verdict is
     /// [`Verdict::Insufficient`].
     pub growth_per_hour: f64,
-    /// Slope of each part in bytes per hour, oldest first.
-    pub part_slopes: [f64; PARTS],
+    /// Least-squares slope over the whole series, in bytes per hour.
+    pub window_growth_per_hour: f64,
+    /// Least-squares slope over the recent horizon, in bytes per hour. It
+    /// is 0 when the series is shorter than two horizons.
+    pub recent_growth_per_hour: f64,
+    /// Whether the sustained-growth test holds.
+    pub sustained: bool,
+    /// Whether the recent-onset test holds.
+    pub recent_onset: bool,
     /// Samples used.
     pub samples: usize,
     /// Time between the first and the last sample used, in seconds.
@@ -67,7 +136,10 @@ impl Assessment {
         Assessment {
             verdict: Verdict::Insufficient,
             growth_per_hour: 0.0,
-            part_slopes: [0.0; PARTS],
+            window_growth_per_hour: 0.0,
+            recent_growth_per_hour: 0.0,
+            sustained: false,
+            recent_onset: false,
             samples,
             span_seconds,
         }
@@ -81,95 +153,149 @@ impl Assessment {
 
 /// Assesses a series of `(seconds, bytes)` points in time order.
 ///
-/// `threshold_per_day` is the projected growth over 24 h, in bytes, that
-/// counts as a leak. `min_span_seconds` is the shortest span that gets a
-/// verdict other than [`Verdict::Insufficient`], because a line fitted to a
-/// few minutes predicts little about a day.
-pub fn assess<I>(points: I, threshold_per_day: f64, min_span_seconds: f64) -> Assessment
+/// `raised` is whether the leak alert is raised now. While it is, both
+/// tests use the threshold scaled by [`CLEAR_FRACTION`], so the verdict
+/// stays a leak until growth falls clearly below the threshold. Reads the
+/// series twice: once for its count and ends, once for every figure.
+pub fn assess<I>(points: I, limits: &Limits, raised: bool) -> Assessment
 where
     I: Iterator<Item = (f64, f64)> + Clone,
 {
-    let samples = points.clone().count();
-    let (first, last) = match (points.clone().next(), points.clone().last()) {
-        (Some(first), Some(last)) => (first.0, last.0),
-        _ => return Assessment::insufficient(0, 0.0),
+    let mut samples = 0;
+    let mut ends = None;
+    for (t, y) in points.clone() {
+        samples += 1;
+        ends = Some(ends.map_or(((t, y), t), |(origin, _)| (origin, t)));
+    }
+    let Some(((first, origin_y), last)) = ends else {
+        return Assessment::insufficient(0, 0.0);
     };
-    let span_seconds = last - first;
-    if samples < PARTS * MIN_SAMPLES_PER_PART || span_seconds < min_span_seconds {
-        return Assessment::insufficient(samples, span_seconds);
+    let span = last - first;
+    if samples < MIN_SAMPLES || span < limits.min_span_seconds || span <= 0.0 {
+        return Assessment::insufficient(samples, span);
     }
 
-    let mut fits = [Fit::default(); PARTS];
-    for (part, fit) in fits.iter_mut().enumerate() {
-        let start = part * samples / PARTS;
-        let end = (part + 1) * samples / PARTS;
-        *fit = Fit::of(points.clone().skip(start).take(end - start));
-    }
-    let mut slopes = [0.0; PARTS];
-    for (slope, fit) in slopes.iter_mut().zip(&fits) {
-        *slope = fit.slope * 3600.0;
-    }
-    let mut sorted = slopes;
-    sorted.sort_by(f64::total_cmp);
-    let growth_per_hour = sorted[PARTS / 2];
+    let threshold =
+        if raised { limits.threshold_per_day * CLEAR_FRACTION } else { limits.threshold_per_day };
+    let threshold_per_second = threshold / HORIZON_SECONDS;
 
-    let threshold_per_hour = threshold_per_day / 24.0;
-    let every_part_grows = fits.iter().all(|fit| {
-        fit.slope * 3600.0 > threshold_per_hour / 2.0 && fit.slope > 2.0 * fit.standard_error
-    });
-    let evidence =
-        growth_per_hour * span_seconds / 3600.0 >= threshold_per_day * MIN_EVIDENCE_FRACTION;
-    let verdict = if growth_per_hour > threshold_per_hour && every_part_grows && evidence {
-        Verdict::Leak
-    } else {
-        Verdict::Steady
-    };
-    Assessment { verdict, growth_per_hour, part_slopes: slopes, samples, span_seconds }
+    // One pass gathers every figure. The fits are relative to the first
+    // point, so large RSS figures and timestamps lose little precision.
+    let quarter = span / 4.0;
+    let horizon = limits.recent_seconds;
+    let horizon_start = last - horizon;
+    let horizon_middle = last - horizon / 2.0;
+    let horizon_tail = last - horizon / 4.0;
+    let mut whole = Sums::default();
+    let mut recent = Sums::default();
+    let mut halves = [Sums::default(); 2];
+    let mut first_quarter_max = f64::NEG_INFINITY;
+    let mut last_quarter_min = f64::INFINITY;
+    let mut before_horizon_max = f64::NEG_INFINITY;
+    let mut horizon_tail_min = f64::INFINITY;
+    for (t, y) in points {
+        let (x, y) = (t - first, y - origin_y);
+        whole.add(x, y);
+        if t < first + quarter {
+            first_quarter_max = first_quarter_max.max(y);
+        }
+        if t >= last - quarter {
+            last_quarter_min = last_quarter_min.min(y);
+        }
+        if t < horizon_start {
+            before_horizon_max = before_horizon_max.max(y);
+            continue;
+        }
+        recent.add(x, y);
+        halves[usize::from(t >= horizon_middle)].add(x, y);
+        if t >= horizon_tail {
+            horizon_tail_min = horizon_tail_min.min(y);
+        }
+    }
+
+    let whole = whole.fit();
+    let sustained = whole.slope > threshold_per_second
+        && whole.slope * span >= threshold * MIN_SUSTAINED_EVIDENCE_FRACTION
+        && last_quarter_min > first_quarter_max;
+
+    // The recent-onset test needs one horizon of samples before the
+    // horizon, so the new high-water mark is measured against something.
+    let recent = if horizon > 0.0 && span >= 2.0 * horizon { recent.fit() } else { Fit::default() };
+    let recent_onset = span >= 2.0 * horizon
+        && recent.slope > threshold_per_second
+        && recent.slope * horizon >= threshold * MIN_EVIDENCE_FRACTION
+        && halves.iter().all(|half| {
+            let half = half.fit();
+            half.samples >= MIN_SAMPLES_PER_PART
+                && half.slope > threshold_per_second / 2.0
+                && half.slope > 2.0 * half.standard_error
+        })
+        && horizon_tail_min > before_horizon_max;
+
+    let verdict = if sustained || recent_onset { Verdict::Leak } else { Verdict::Steady };
+    let growth_per_second = if recent_onset && !sustained { recent.slope } else { whole.slope };
+    Assessment {
+        verdict,
+        growth_per_hour: growth_per_second * 3600.0,
+        window_growth_per_hour: whole.slope * 3600.0,
+        recent_growth_per_hour: recent.slope * 3600.0,
+        sustained,
+        recent_onset,
+        samples,
+        span_seconds: span,
+    }
 }
 
-/// Least-squares line through one part: slope in bytes per second and its
-/// standard error.
+/// Running sums of a least-squares fit, of points relative to an origin.
+#[derive(Clone, Copy, Debug, Default)]
+struct Sums {
+    n: usize,
+    x: f64,
+    y: f64,
+    xx: f64,
+    xy: f64,
+    yy: f64,
+}
+
+impl Sums {
+    fn add(&mut self, x: f64, y: f64) {
+        self.n += 1;
+        self.x += x;
+        self.y += y;
+        self.xx += x * x;
+        self.xy += x * y;
+        self.yy += y * y;
+    }
+
+    /// Fits a line. The slope is 0 with fewer than three points or no
+    /// spread in time.
+    fn fit(&self) -> Fit {
+        let samples = self.n;
+        if samples < 3 {
+            return Fit { samples, ..Fit::default() };
+        }
+        let n = samples as f64;
+        let sxx = self.xx - self.x * self.x / n;
+        let sxy = self.xy - self.x * self.y / n;
+        let syy = self.yy - self.y * self.y / n;
+        if sxx <= 0.0 {
+            return Fit { samples, ..Fit::default() };
+        }
+        let slope = sxy / sxx;
+        // Rounding can leave a tiny negative sum for a perfect line.
+        let residuals = (syy - slope * sxy).max(0.0);
+        let standard_error = (residuals / (n - 2.0) / sxx).sqrt();
+        Fit { slope, standard_error, samples }
+    }
+}
+
+/// Least-squares line: slope in bytes per second, its standard error, and
+/// the number of points.
 #[derive(Clone, Copy, Debug, Default)]
 struct Fit {
     slope: f64,
     standard_error: f64,
-}
-
-impl Fit {
-    fn of<I: Iterator<Item = (f64, f64)> + Clone>(points: I) -> Fit {
-        // Centring on the means first keeps the sums small, so large RSS
-        // figures and timestamps lose no precision.
-        let mut n = 0.0;
-        let (mut mean_x, mut mean_y) = (0.0, 0.0);
-        for (x, y) in points.clone() {
-            n += 1.0;
-            mean_x += x;
-            mean_y += y;
-        }
-        if n < 3.0 {
-            return Fit::default();
-        }
-        mean_x /= n;
-        mean_y /= n;
-
-        let (mut sxx, mut sxy) = (0.0, 0.0);
-        for (x, y) in points.clone() {
-            sxx += (x - mean_x) * (x - mean_x);
-            sxy += (x - mean_x) * (y - mean_y);
-        }
-        if sxx <= 0.0 {
-            return Fit::default();
-        }
-        let slope = sxy / sxx;
-
-        let mut residuals = 0.0;
-        for (x, y) in points {
-            let residual = y - mean_y - slope * (x - mean_x);
-            residuals += residual * residual;
-        }
-        let standard_error = (residuals / (n - 2.0) / sxx).sqrt();
-        Fit { slope, standard_error }
-    }
+    samples: usize,
 }
 
 #[cfg(test)]
@@ -202,8 +328,27 @@ mod tests {
             .collect()
     }
 
+    /// Limits the sampler uses with a 24 h window: a 1 h minimum span and
+    /// a 3 h horizon.
+    const DAY_LIMITS: Limits = Limits {
+        threshold_per_day: THRESHOLD,
+        min_span_seconds: 3600.0,
+        recent_seconds: 3.0 * 3600.0,
+    };
+
     fn run(points: &[(f64, f64)]) -> Assessment {
-        assess(points.iter().copied(), THRESHOLD, 3600.0)
+        assess(points.iter().copied(), &DAY_LIMITS, false)
+    }
+
+    /// Asserts the bound on the fitted growth of a one-off step of `step`
+    /// bytes in a series of `span` seconds: at most 1.5 steps per span.
+    fn assert_step_growth_bound(assessment: &Assessment, step: f64, span: f64) {
+        let bound = 1.5 * step / span * HORIZON_SECONDS;
+        assert!(
+            assessment.growth_per_day().abs() <= bound * 1.01,
+            "growth {:.0} B/day above the step bound {bound:.0}",
+            assessment.growth_per_day()
+        );
     }
 
     fn assert_growth_near(assessment: &Assessment, truth_per_day: f64) {
@@ -211,9 +356,8 @@ mod tests {
         let allowed = 0.1 * truth_per_day.abs().max(THRESHOLD);
         assert!(
             error <= allowed,
-            "growth {:.0} B/day, truth {truth_per_day:.0} B/day, parts {:?}",
+            "growth {:.0} B/day, truth {truth_per_day:.0} B/day: {assessment:?}",
             assessment.growth_per_day(),
-            assessment.part_slopes
         );
     }
 
@@ -240,12 +384,15 @@ mod tests {
 
     #[test]
     fn fast_leak_is_a_leak() {
-        // 200 MB a day, found within two hours of samples.
+        // 200 MB a day, found within two hours of samples by the recent
+        // onset test with a 1 h horizon (an 8 h window).
         let rate = 200.0 * MB / HORIZON_SECONDS;
         let mut noise = Noise(2);
-        let points = series(240, |_, t| 80.0 * MB + rate * t + 0.2 * MB * noise.next());
-        let assessment = run(&points);
-        assert_eq!(assessment.verdict, Verdict::Leak);
+        let points = series(241, |_, t| 80.0 * MB + rate * t + 0.2 * MB * noise.next());
+        let limits = Limits { recent_seconds: 3600.0, ..DAY_LIMITS };
+        let assessment = assess(points.iter().copied(), &limits, false);
+        assert_eq!(assessment.verdict, Verdict::Leak, "{assessment:?}");
+        assert!(assessment.recent_onset);
         let error = (assessment.growth_per_day() - 200.0 * MB).abs();
         assert!(error <= 20.0 * MB, "growth {:.0} B/day", assessment.growth_per_day());
     }
@@ -278,7 +425,8 @@ mod tests {
         let points = series(DAY_SAMPLES, |_, t| 20.0 * MB + 64.0 * MB * (t / 7200.0).min(1.0));
         let assessment = run(&points);
         assert_eq!(assessment.verdict, Verdict::Steady, "{assessment:?}");
-        assert_growth_near(&assessment, 0.0);
+        assert!(assessment.growth_per_day() > 0.0);
+        assert_step_growth_bound(&assessment, 64.0 * MB, assessment.span_seconds);
     }
 
     #[test]
@@ -289,7 +437,7 @@ mod tests {
                 series(DAY_SAMPLES, |i, _| if i < step_at { 80.0 * MB } else { 110.0 * MB });
             let assessment = run(&points);
             assert_eq!(assessment.verdict, Verdict::Steady, "step at {step_at}: {assessment:?}");
-            assert_growth_near(&assessment, 0.0);
+            assert_step_growth_bound(&assessment, 30.0 * MB, assessment.span_seconds);
         }
     }
 
@@ -316,7 +464,8 @@ mod tests {
         // 2 MB in 30 minutes projects to 96 MB a day, but it is less than
         // an eighth of the threshold, so no verdict of leak yet.
         let points = series(60, |_, t| 80.0 * MB + 2.0 * MB * t / 1800.0);
-        let assessment = assess(points.iter().copied(), THRESHOLD, 600.0);
+        let limits = Limits { min_span_seconds: 600.0, ..DAY_LIMITS };
+        let assessment = assess(points.iter().copied(), &limits, false);
         assert_eq!(assessment.verdict, Verdict::Steady);
         assert_growth_near(&assessment, 96.0 * MB);
     }
@@ -328,9 +477,74 @@ mod tests {
         let assessment = run(&points);
         assert_eq!(assessment.verdict, Verdict::Insufficient);
         assert_eq!(assessment.growth_per_hour, 0.0);
-        let few = series(PARTS * MIN_SAMPLES_PER_PART - 1, |_, t| 1000.0 * t);
-        let assessment = assess(few.iter().copied(), THRESHOLD, 0.0);
+        let few = series(MIN_SAMPLES - 1, |_, t| 1000.0 * t);
+        let limits = Limits { min_span_seconds: 0.0, ..DAY_LIMITS };
+        let assessment = assess(few.iter().copied(), &limits, false);
         assert_eq!(assessment.verdict, Verdict::Insufficient);
-        assert_eq!(assess(std::iter::empty(), THRESHOLD, 0.0).samples, 0);
+        assert_eq!(assess(std::iter::empty(), &limits, false).samples, 0);
+    }
+
+    #[test]
+    fn late_leak_is_a_recent_onset() {
+        // Flat for 20 h, then 200 MB a day for the last 3 h of a 24 h
+        // window: the whole-window slope is far below the threshold.
+        let onset = 21.0 * 3600.0;
+        let rate = 200.0 * MB / HORIZON_SECONDS;
+        let points = series(DAY_SAMPLES, |_, t| 80.0 * MB + rate * (t - onset).max(0.0));
+        let assessment = run(&points);
+        assert_eq!(assessment.verdict, Verdict::Leak, "{assessment:?}");
+        assert!(assessment.recent_onset);
+        assert!(!assessment.sustained);
+        assert!(assessment.window_growth_per_hour * 24.0 < THRESHOLD);
+        assert_growth_near(&assessment, 200.0 * MB);
+    }
+
+    #[test]
+    fn sawtooth_with_third_of_window_period_is_steady() {
+        // 20 MB ramps that drop back every 8 h, at every phase: each third
+        // of the window is one clean ramp of 60 MB a day.
+        for phase_hours in 0..8 {
+            let phase = f64::from(phase_hours) * 3600.0;
+            let points = series(DAY_SAMPLES, |_, t| {
+                80.0 * MB + 20.0 * MB * (((t + phase) % 28_800.0) / 28_800.0)
+            });
+            for raised in [false, true] {
+                let assessment = assess(points.iter().copied(), &DAY_LIMITS, raised);
+                assert_eq!(
+                    assessment.verdict,
+                    Verdict::Steady,
+                    "phase {phase_hours} h, raised {raised}: {assessment:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn staircase_with_half_window_steps_is_a_leak() {
+        // 30 MB every 12 h (60 MB a day): one or two steps in the window.
+        // Once raised, the verdict holds at every phase.
+        for phase_hours in 0..12 {
+            let phase = f64::from(phase_hours) * 3600.0;
+            let points = series(DAY_SAMPLES, |_, t| {
+                80.0 * MB + 30.0 * MB * ((t + phase) / 43_200.0).floor()
+            });
+            let assessment = assess(points.iter().copied(), &DAY_LIMITS, true);
+            assert_eq!(assessment.verdict, Verdict::Leak, "phase {phase_hours} h: {assessment:?}");
+            assert!(assessment.sustained);
+        }
+    }
+
+    #[test]
+    fn raised_alert_holds_just_under_threshold() {
+        // 45 MB a day: not a new leak, but a raised alert stays raised
+        // until growth falls below 75 % of the threshold.
+        let rate = 45.0 * MB / HORIZON_SECONDS;
+        let points = series(DAY_SAMPLES, |_, t| 80.0 * MB + rate * t);
+        assert_eq!(run(&points).verdict, Verdict::Steady);
+        let while_raised = assess(points.iter().copied(), &DAY_LIMITS, true);
+        assert_eq!(while_raised.verdict, Verdict::Leak);
+        assert_growth_near(&while_raised, 45.0 * MB);
+        let slow = series(DAY_SAMPLES, |_, t| 80.0 * MB + 0.7 * rate * t);
+        assert_eq!(assess(slow.iter().copied(), &DAY_LIMITS, true).verdict, Verdict::Steady);
     }
 }

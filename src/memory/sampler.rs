@@ -41,7 +41,9 @@ pub struct MemorySettings {
     pub interval: Duration,
     /// Span of the sample window. Default 24 h.
     pub window: Duration,
-    /// Maximum warm-up. It ends earlier once the ring has filled. Default 30 min.
+    /// Warm-up before leak detection starts. The ring filling does not end
+    /// it early, because other buffers (the frame queue, allocator arenas)
+    /// may still be filling then. Default 30 min.
     pub warmup: Duration,
     /// Projected growth over 24 h that is a leak, in bytes. Default 50 MiB.
     pub leak_threshold: u64,
@@ -72,6 +74,20 @@ impl MemorySettings {
     pub fn min_span(&self) -> Duration {
         (self.window / 4).min(MAX_MIN_SPAN)
     }
+
+    /// Horizon of the recent-onset test of leak detection: an eighth of the
+    /// window, at least [`MemorySettings::min_span`]; 3 h at the defaults.
+    pub fn recent_horizon(&self) -> Duration {
+        (self.window / 8).max(self.min_span())
+    }
+
+    fn leak_limits(&self) -> leak::Limits {
+        leak::Limits {
+            threshold_per_day: self.leak_threshold as f64,
+            min_span_seconds: self.min_span().as_secs_f64(),
+            recent_seconds: self.recent_horizon().as_secs_f64(),
+        }
+    }
 }
 
 /// Sample window, warm-up and alert state: everything the sampler thread
@@ -83,14 +99,15 @@ pub struct Sampler {
     status: Arc<MemoryStatus>,
     /// Time of the end of warm-up, in seconds since start.
     warm_from: Option<f64>,
-    last_verdict: Verdict,
 }
 
 impl Sampler {
-    /// Creates the state with an empty window of the configured size.
+    /// Creates the state with an empty window of the configured size, and
+    /// publishes the configured levels in `status`.
     pub fn new(settings: MemorySettings, status: Arc<MemoryStatus>) -> Sampler {
         let window = SampleWindow::new(window_samples(settings.window, settings.interval));
-        Sampler { settings, window, status, warm_from: None, last_verdict: Verdict::Insufficient }
+        status.set_levels(settings.warn, settings.critical, settings.leak_threshold);
+        Sampler { settings, window, status, warm_from: None }
     }
 
     /// Samples kept now.
@@ -98,9 +115,10 @@ impl Sampler {
         &self.window
     }
 
-    /// Records `sample`. `ring_full` is whether the cache ring has filled. Updates the shared status, logs alert changes, and returns
-    /// true when the critical level is reached and a shutdown is configured.
-    pub fn record(&mut self, sample: Sample, ring_full: bool) -> bool {
+    /// Records `sample`. Updates the shared status, logs alert changes, and
+    /// returns true when the critical level is reached and a shutdown is
+    /// configured.
+    pub fn record(&mut self, sample: Sample) -> bool {
         self.window.push(sample);
         let status = &self.status;
         status.samples.inc();
@@ -110,15 +128,14 @@ impl Sampler {
         status.open_fds.set(u64::from(sample.open_fds));
         status.ring_touched_bytes.set(sample.ring_touched_bytes);
 
-        if self.warm_from.is_none()
-            && (ring_full || sample.at_seconds >= self.settings.warmup.as_secs_f64())
-        {
+        if self.warm_from.is_none() && sample.at_seconds >= self.settings.warmup.as_secs_f64() {
             self.warm_from = Some(sample.at_seconds);
             status.set_warmed_up();
             log::info!(
-                "memory warm-up ended after_s={:.0} ring_full={ring_full} rss_bytes={}",
+                "memory warm-up ended after_s={:.0} rss_bytes={} ring_touched_bytes={}",
                 sample.at_seconds,
-                sample.resident_bytes
+                sample.resident_bytes,
+                sample.ring_touched_bytes
             );
         }
         self.assess_growth(&sample);
@@ -134,32 +151,34 @@ impl Sampler {
             .iter()
             .filter(move |sample| sample.at_seconds >= warm_from)
             .map(|sample| (sample.at_seconds, sample.fitted_bytes()));
-        let assessment = leak::assess(
-            points,
-            self.settings.leak_threshold as f64,
-            self.settings.min_span().as_secs_f64(),
-        );
+        let raised = self.status.alert(AlertKind::Leak);
+        let assessment = leak::assess(points, &self.settings.leak_limits(), raised);
         let active = assessment.verdict != Verdict::Insufficient;
         self.status.set_growth(assessment.growth_per_hour, active);
         let leaking = assessment.verdict == Verdict::Leak;
         if self.status.set_alert(AlertKind::Leak, leaking) {
             log::warn!(
                 "memory leak suspected growth_bytes_per_hour={:.0} projected_24h_bytes={:.0} \
-                 threshold_24h_bytes={} rss_bytes={} samples={} span_s={:.0}",
+                 threshold_24h_bytes={} sustained={} recent_onset={} \
+                 window_growth_bytes_per_hour={:.0} recent_growth_bytes_per_hour={:.0} \
+                 rss_bytes={} samples={} span_s={:.0}",
                 assessment.growth_per_hour,
                 assessment.growth_per_day(),
                 self.settings.leak_threshold,
+                assessment.sustained,
+                assessment.recent_onset,
+                assessment.window_growth_per_hour,
+                assessment.recent_growth_per_hour,
                 sample.resident_bytes,
                 assessment.samples,
                 assessment.span_seconds
             );
-        } else if self.last_verdict == Verdict::Leak && !leaking {
+        } else if raised && !leaking {
             log::info!(
                 "memory leak alert cleared growth_bytes_per_hour={:.0}",
                 assessment.growth_per_hour
             );
         }
-        self.last_verdict = assessment.verdict;
     }
 
     /// Raises or clears the absolute RSS alerts; returns true when the
@@ -276,9 +295,11 @@ pub fn spawn(
     critical: Sender<()>,
     checkin: Checkin,
 ) -> io::Result<JoinHandle<()>> {
+    // Created here, not on the thread, so the configured levels are on
+    // `/metrics` before the first sample.
+    let interval = settings.interval;
+    let mut sampler = Sampler::new(settings, status);
     std::thread::Builder::new().name("memory-sampler".into()).spawn(move || {
-        let interval = settings.interval;
-        let mut sampler = Sampler::new(settings, status);
         let mut reader = ProcReader::new();
         let started = Instant::now();
         let mut touched: u64 = 0;
@@ -297,7 +318,7 @@ pub fn spawn(
                     touched.max(ring_stats.used_bytes)
                 };
                 let sample = reader.read(now.duration_since(started).as_secs_f64(), touched);
-                if sampler.record(sample, ring_full) {
+                if sampler.record(sample) {
                     let _ = critical.try_send(());
                 }
                 next += interval;
@@ -342,15 +363,15 @@ mod tests {
     fn levels_raise_and_clear_alerts() {
         let status = Arc::new(MemoryStatus::new());
         let mut sampler = Sampler::new(settings(), status.clone());
-        assert!(!sampler.record(sample(0.0, 100 * MIB), false));
+        assert!(!sampler.record(sample(0.0, 100 * MIB)));
         assert!(!status.alert(AlertKind::RssWarn));
-        assert!(!sampler.record(sample(30.0, 600 * MIB), false));
+        assert!(!sampler.record(sample(30.0, 600 * MIB)));
         assert!(status.alert(AlertKind::RssWarn));
-        assert!(sampler.record(sample(60.0, 900 * MIB), false), "critical asks for shutdown");
+        assert!(sampler.record(sample(60.0, 900 * MIB)), "critical asks for shutdown");
         assert!(status.alert(AlertKind::RssCritical));
         // 770 MiB is within 5 % of the critical level: the alert holds.
-        assert!(sampler.record(sample(90.0, 770 * MIB), false));
-        assert!(!sampler.record(sample(120.0, 100 * MIB), false));
+        assert!(sampler.record(sample(90.0, 770 * MIB)));
+        assert!(!sampler.record(sample(120.0, 100 * MIB)));
         assert!(!status.alert(AlertKind::RssCritical));
         assert!(!status.alert(AlertKind::RssWarn));
         assert_eq!(status.alerts_raised(AlertKind::RssCritical), 1);
@@ -363,12 +384,12 @@ mod tests {
         // 10 MiB per minute: a leak from the first sample.
         let mut at = 0.0;
         while at < 600.0 {
-            sampler.record(sample(at, 100 * MIB + (at as u64) * (MIB / 6)), false);
+            sampler.record(sample(at, 100 * MIB + (at as u64) * (MIB / 6)));
             assert!(!status.alert(AlertKind::Leak), "alert during warm-up at {at}");
             at += 30.0;
         }
         while at < 600.0 + 3700.0 {
-            sampler.record(sample(at, 100 * MIB + (at as u64) * (MIB / 6)), false);
+            sampler.record(sample(at, 100 * MIB + (at as u64) * (MIB / 6)));
             at += 30.0;
         }
         assert!(status.warmed_up());
@@ -388,8 +409,7 @@ mod tests {
         while at < 4.0 * 3600.0 {
             let touched = ((at as u64) * 4096).min(64 * MIB);
             let resident = 30 * MIB + touched;
-            let full = touched == 64 * MIB;
-            sampler.record(Sample { ring_touched_bytes: touched, ..sample(at, resident) }, full);
+            sampler.record(Sample { ring_touched_bytes: touched, ..sample(at, resident) });
             at += 30.0;
         }
         assert!(status.detection_active());
@@ -398,13 +418,183 @@ mod tests {
     }
 
     #[test]
-    fn full_ring_ends_warm_up() {
+    fn full_ring_does_not_end_warm_up() {
         let status = Arc::new(MemoryStatus::new());
         let mut sampler = Sampler::new(settings(), status.clone());
-        sampler.record(sample(0.0, 10 * MIB), false);
+        sampler.record(sample(0.0, 10 * MIB));
+        let full = Sample { ring_touched_bytes: 4 * MIB, ..sample(30.0, 14 * MIB) };
+        sampler.record(full);
         assert!(!status.warmed_up());
-        sampler.record(sample(30.0, 10 * MIB), true);
+        sampler.record(sample(570.0, 14 * MIB));
+        assert!(!status.warmed_up());
+        sampler.record(sample(600.0, 14 * MIB));
         assert!(status.warmed_up());
+    }
+
+    const HOUR: f64 = 3600.0;
+    const BASE: f64 = 200.0 * MIB as f64;
+
+    /// Returns the default settings (30 s samples, a 24 h window, 30 min
+    /// warm-up, a 50 MiB threshold) with RSS levels out of the way.
+    fn day_settings() -> MemorySettings {
+        MemorySettings {
+            window: Duration::from_secs(24 * 3600),
+            warmup: Duration::from_secs(1800),
+            warn: 1 << 40,
+            critical: 1 << 41,
+            exit_on_critical: false,
+            ..settings()
+        }
+    }
+
+    /// Leak alerts and growth figures of a sampler over a simulated run.
+    #[derive(Debug)]
+    struct Run {
+        /// Times the leak alert was raised, in seconds since start.
+        raises: Vec<f64>,
+        /// Whether the leak alert is raised after the last sample.
+        raised_at_end: bool,
+        /// Mean reported growth over the last 24 h of the run, in bytes per 24 h.
+        mean_growth_last_day: f64,
+        /// Reported growth after the last sample, in bytes per 24 h.
+        growth_at_end: f64,
+    }
+
+    /// Drives a sampler with `settings` sample by sample for `hours`, with
+    /// RSS `rss(t)` bytes at `t` seconds plus up to 1 MiB of noise either
+    /// way, and no ring share.
+    fn drive(settings: MemorySettings, hours: f64, rss: impl Fn(f64) -> f64) -> Run {
+        let interval = settings.interval.as_secs_f64();
+        let status = Arc::new(MemoryStatus::new());
+        let mut sampler = Sampler::new(settings, status.clone());
+        let end = hours * HOUR;
+        let (mut growth_sum, mut growth_count) = (0.0, 0.0);
+        let mut raises = Vec::new();
+        // Deterministic noise: a 64-bit linear congruential generator
+        // (Knuth's MMIX constants).
+        let mut state: u64 = 1;
+        let mut at = 0.0;
+        while at <= end {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let noise = ((state >> 11) as f64 / (1u64 << 52) as f64 - 1.0) * MIB as f64;
+            let was = status.alert(AlertKind::Leak);
+            sampler.record(sample(at, (rss(at) + noise) as u64));
+            if status.alert(AlertKind::Leak) && !was {
+                raises.push(at);
+            }
+            if at > end - 24.0 * HOUR {
+                growth_sum += status.growth_per_hour() * 24.0;
+                growth_count += 1.0;
+            }
+            at += interval;
+        }
+        Run {
+            raises,
+            raised_at_end: status.alert(AlertKind::Leak),
+            mean_growth_last_day: growth_sum / growth_count,
+            growth_at_end: status.growth_per_hour() * 24.0,
+        }
+    }
+
+    fn assert_rate_near(run: &Run, truth_per_day: f64) {
+        let error = (run.mean_growth_last_day - truth_per_day).abs();
+        assert!(error <= 0.1 * truth_per_day, "truth {truth_per_day:.0} B/day: {run:?}");
+    }
+
+    #[test]
+    fn late_leak_raised_within_hours() {
+        // Flat for 48 h, then a leak of 2 and 8 times the threshold. The
+        // run ends when the window has held only the leak for 4 h. With
+        // this noise the alert rises 2.0 h and 1.75 h after the onset.
+        let onset = 48.0 * HOUR;
+        for per_day in [100.0, 400.0] {
+            let rate = per_day * MIB as f64 / (24.0 * HOUR);
+            let run = drive(day_settings(), 76.0, |t| BASE + rate * (t - onset).max(0.0));
+            println!("leak {per_day} MiB/day from 48 h: {:?}", run.raises);
+            assert_eq!(run.raises.len(), 1, "{per_day} MiB/day: {run:?}");
+            let delay = run.raises[0] - onset;
+            assert!(delay > 0.0, "{per_day} MiB/day raised before the onset: {run:?}");
+            assert!(delay <= 6.0 * HOUR, "{per_day} MiB/day raised {delay} s after onset");
+            assert!(run.raised_at_end);
+            let error = (run.growth_at_end - per_day * MIB as f64).abs();
+            assert!(error <= 0.1 * per_day * MIB as f64, "{per_day} MiB/day: {run:?}");
+        }
+    }
+
+    #[test]
+    fn staircase_leaks_raised_once() {
+        // Steps of 20 to 30 MiB, 6 to 12 h apart: 60 to 80 MiB a day.
+        for (step_mib, every_hours) in [(20.0, 6.0), (20.0, 8.0), (25.0, 10.0), (30.0, 12.0)] {
+            let step = step_mib * MIB as f64;
+            let run =
+                drive(day_settings(), 72.0, |t| BASE + step * (t / (every_hours * HOUR)).floor());
+            println!("staircase {step_mib} MiB every {every_hours} h: {:?}", run.raises);
+            assert_eq!(run.raises.len(), 1, "{step_mib} MiB every {every_hours} h: {run:?}");
+            assert!(run.raised_at_end, "{step_mib} MiB every {every_hours} h: {run:?}");
+            assert_rate_near(&run, step * 24.0 / every_hours);
+        }
+    }
+
+    #[test]
+    fn sawtooth_raises_nothing_once_a_drop_is_seen() {
+        // 20 MiB ramps that drop back, on a flat mean. During the first
+        // ramp after warm-up a long sawtooth looks like a leak (see the
+        // limits in the leak module), so a raise is allowed only there.
+        let amplitude = 20.0 * MIB as f64;
+        let warm_up_end = 0.5 * HOUR;
+        for period_hours in [0.5, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0] {
+            let period = period_hours * HOUR;
+            let run = drive(day_settings(), 72.0, |t| BASE + amplitude * ((t % period) / period));
+            println!("sawtooth period {period_hours} h: {:?}", run.raises);
+            let first_drop = (warm_up_end / period).floor() * period + period;
+            for raise in &run.raises {
+                assert!(*raise < first_drop, "period {period_hours} h raised at {raise} s");
+            }
+            assert!(!run.raised_at_end, "period {period_hours} h: {run:?}");
+            let error = run.mean_growth_last_day.abs();
+            assert!(error <= 5.0 * MIB as f64, "period {period_hours} h: {run:?}");
+        }
+    }
+
+    #[test]
+    fn one_off_step_after_warm_up_raises_nothing() {
+        let step = 10.0 * MIB as f64;
+        for step_hours in [1.0, 3.0, 12.0, 36.0] {
+            let at = step_hours * HOUR;
+            let run = drive(day_settings(), 48.0, |t| BASE + if t < at { 0.0 } else { step });
+            assert!(run.raises.is_empty(), "step at {step_hours} h: {run:?}");
+        }
+    }
+
+    #[test]
+    fn burst_during_warm_up_is_not_a_leak() {
+        // A 2 min window at 1 s samples, as a test setup would use. The
+        // ring evicts after 3 s, then the frame queue and allocator fill
+        // for about 30 s (400 to 780 MiB) and RSS stays flat with jitter.
+        let settings = MemorySettings {
+            interval: Duration::from_secs(1),
+            window: Duration::from_secs(120),
+            warmup: Duration::from_secs(60),
+            ..day_settings()
+        };
+        let status = Arc::new(MemoryStatus::new());
+        let mut sampler = Sampler::new(settings, status.clone());
+        let ring = 16 * MIB;
+        for second in 0..600u64 {
+            let at = second as f64;
+            let touched = (second * ring / 3).min(ring);
+            let burst = (second.saturating_sub(3) * 380 * MIB / 30).min(380 * MIB);
+            let jitter = (second * 7919 % 11) * MIB;
+            let resident = 400 * MIB + touched + burst + jitter;
+            sampler.record(Sample { ring_touched_bytes: touched, ..sample(at, resident) });
+            if second < 60 {
+                assert!(!status.warmed_up(), "warm-up ended at {second} s");
+            }
+            assert!(!status.alert(AlertKind::Leak), "leak alert at {second} s");
+        }
+        assert!(status.warmed_up());
+        assert!(status.detection_active());
+        assert_eq!(status.alerts_raised(AlertKind::Leak), 0);
     }
 
     #[test]

@@ -58,6 +58,13 @@ pub struct MemoryStatus {
     pub ring_touched_bytes: Counter,
     /// Worst-case budget from the configuration, in bytes.
     pub budget_bytes: Counter,
+    /// `MEMORY_WARN`, in bytes; 0 until the sampler is created.
+    warn_bytes: Counter,
+    /// `MEMORY_CRITICAL`, in bytes; 0 until the sampler is created.
+    critical_bytes: Counter,
+    /// `MEMORY_LEAK_THRESHOLD`, projected growth per 24 h in bytes; 0 until
+    /// the sampler is created.
+    leak_threshold_bytes: Counter,
     growth_bits: AtomicU64,
     detection_active: AtomicBool,
     warmed_up: AtomicBool,
@@ -69,6 +76,15 @@ impl MemoryStatus {
     /// Creates a status with every figure at zero and no alert.
     pub fn new() -> MemoryStatus {
         MemoryStatus::default()
+    }
+
+    /// Stores the configured levels for `/metrics`, so alert rules compare
+    /// against the levels the service uses. `warn` and `critical` are RSS
+    /// in bytes, and `leak_threshold` is growth in bytes per 24 h.
+    pub fn set_levels(&self, warn: u64, critical: u64, leak_threshold: u64) {
+        self.warn_bytes.set(warn);
+        self.critical_bytes.set(critical);
+        self.leak_threshold_bytes.set(leak_threshold);
     }
 
     /// Latest growth estimate in bytes per hour; 0 until leak detection has
@@ -190,6 +206,21 @@ impl MemoryStatus {
                 "Worst-case memory budget computed from the configured limits.",
                 &self.budget_bytes,
             ),
+            (
+                "memory_warn_bytes",
+                "RSS that raises the rss_warn alert (MEMORY_WARN).",
+                &self.warn_bytes,
+            ),
+            (
+                "memory_critical_bytes",
+                "RSS that raises the rss_critical alert (MEMORY_CRITICAL).",
+                &self.critical_bytes,
+            ),
+            (
+                "memory_leak_threshold_bytes",
+                "Projected RSS growth over 24 h that counts as a leak (MEMORY_LEAK_THRESHOLD).",
+                &self.leak_threshold_bytes,
+            ),
         ];
         for (name, help, value) in gauges {
             out.single_u64(&format!("{PREFIX}{name}"), MetricType::Gauge, help, value.get());
@@ -240,5 +271,17 @@ mod tests {
         let body = out.finish();
         assert!(!body.contains("NaN"), "{body}");
         assert!(body.contains("binance_ingest_memory_alert{kind=\"rss_critical\"} 0\n"), "{body}");
+    }
+
+    #[test]
+    fn levels_are_exported() {
+        let status = MemoryStatus::new();
+        status.set_levels(1 << 30, 2 << 30, 50 << 20);
+        let mut out = Exposition::new();
+        status.write_metrics(&mut out);
+        let body = out.finish();
+        assert!(body.contains("\nbinance_ingest_memory_warn_bytes 1073741824\n"), "{body}");
+        assert!(body.contains("\nbinance_ingest_memory_critical_bytes 2147483648\n"), "{body}");
+        assert!(body.contains("\nbinance_ingest_memory_leak_threshold_bytes 52428800\n"), "{body}");
     }
 }

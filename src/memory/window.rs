@@ -50,8 +50,11 @@ impl SampleWindow {
 
     /// Iterates over the samples, oldest first.
     pub fn iter(&self) -> impl Iterator<Item = &Sample> + Clone + '_ {
-        let capacity = self.samples.len();
-        (0..self.len).map(move |offset| &self.samples[(self.start + offset) % capacity])
+        // The window is full whenever `start` is not 0, so the samples are
+        // `start..` followed by `..start`; two slices iterate faster than
+        // indexing modulo the capacity.
+        let (newer, older) = self.samples.split_at(self.start);
+        older.iter().chain(newer).take(self.len)
     }
 
     /// Address of the storage, for tests that check it never moves.
