@@ -1,8 +1,8 @@
 //! The HTTP/1.1 connection layer: one accept thread and a fixed pool of
 //! handler threads, one request per connection.
 //!
-//! The accept thread polls a non-blocking listener and hands each connection
-//! to the pool through a bounded queue. When the queue is full it sends 503
+//! The accept thread blocks in accept(2) and hands each connection to the
+//! pool through a bounded queue. When the queue is full it sends 503
 //! itself, with a short write timeout, and closes. A handler reads the
 //! request head under a deadline, responds through [`crate::http::route`]
 //! and closes. Neither waits for a request body: bytes after the head are
