@@ -104,6 +104,9 @@ pub fn start(config: &Config) -> Result<Service, Error> {
     }
     let budget = Budget::worst_case(config);
     log::info!("{}", budget.log_line(config.memory_limit));
+    for warning in crate::memory::level_warnings(config, &budget) {
+        log::warn!("memory level too low: {warning}");
+    }
     let tls = crate::tls::client_config(config.ca_file.as_deref())?;
     if config.data_dir.exists() && !config.data_dir.is_dir() {
         return Err(Error::Usage(format!(
