@@ -743,6 +743,35 @@ fn full_disk_shutdown_gives_up_and_exits_74() {
 }
 
 #[test]
+fn client_pings_survive_fast_server_pings() {
+    // 100 server pings a second; pongs go out at most 3 a second, and client
+    // pings still once a second, under the mock's 5 messages a second.
+    let mock =
+        MockExchange::start(&["--rate", "20", "--ping-interval", "10ms", "--pong-timeout", "5s"]);
+    let dir = unique_dir("client-pings-fast-server");
+    let settings = base_settings(&mock, "btcusdt@trade");
+    let settings = with(settings, "BINANCE_INGEST_SERVER_PING_INTERVAL", "10ms");
+    let settings = with(settings, "BINANCE_INGEST_STALE_AFTER", "5s");
+    let settings = with(settings, "BINANCE_INGEST_CLIENT_PING_INTERVAL", "1s");
+    let settings = with(settings, "BINANCE_INGEST_PONG_TIMEOUT", "900ms");
+    let mut service = Service::start(&dir, &settings);
+
+    service.wait_for("4 pongs to client pings", Duration::from_secs(20), |s| {
+        metric(s, "binance_ingest_pongs_received_total") >= 4.0
+    });
+    let (_, metrics) = service.get("/metrics");
+    assert!(service.terminate().success(), "{}", service.log_text());
+
+    assert!(sum_of(&metrics, "binance_ingest_server_pings_total") >= 100.0, "{metrics}");
+    assert!(sum_of(&metrics, "binance_ingest_client_pings_total") >= 4.0, "{metrics}");
+    assert!(sum_of(&metrics, "binance_ingest_pong_rtt_seconds_count") >= 4.0, "{metrics}");
+    assert_eq!(sum_of(&metrics, "binance_ingest_pong_timeouts_total"), 0.0, "{metrics}");
+    assert_eq!(sum_of(&metrics, "binance_ingest_connects_total"), 1.0, "{metrics}");
+    assert_eq!(sum_of(&metrics, "binance_ingest_disconnects_total{"), 0.0, "{metrics}");
+    assert!(!service.log_contains("too many messages"), "{}", service.log_text());
+}
+
+#[test]
 fn fast_server_pings_get_spaced_pongs() {
     // 10 pings a second; the mock, like Binance spot, closes a connection
     // that sends over 5 messages a second, pongs included.
