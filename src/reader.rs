@@ -460,6 +460,17 @@ impl<'a> Session<'a> {
                     None => (None, String::new()),
                 };
                 self.close_received = Some((code, reason));
+                // tungstenite has queued the close reply in place of a held
+                // pong, and the shrunk write buffer would hold it back too.
+                if self.pong_held {
+                    self.restore_write_buffers();
+                    if let Err(error) = self.socket.flush() {
+                        log::debug!(
+                            "conn={} close reply not flushed yet: {error}",
+                            self.task.connection
+                        );
+                    }
+                }
                 return None;
             }
             Message::Frame(_) => return None,

@@ -772,6 +772,36 @@ fn client_pings_survive_fast_server_pings() {
 }
 
 #[test]
+fn server_close_not_delayed_by_held_pong() {
+    let mock = MockExchange::start(&[
+        "--rate",
+        "20",
+        "--ping-interval",
+        "10ms",
+        "--pong-timeout",
+        "5s",
+        "--fault",
+        "at=1s conn=1 close=1001",
+    ]);
+    let dir = unique_dir("close-with-held-pong");
+    let settings = base_settings(&mock, "btcusdt@trade");
+    let settings = with(settings, "BINANCE_INGEST_SERVER_PING_INTERVAL", "10ms");
+    let settings = with(settings, "BINANCE_INGEST_STALE_AFTER", "5s");
+    let mut service = Service::start(&dir, &settings);
+    service.wait_for("the reconnect after the server close", Duration::from_secs(20), |s| {
+        metric(s, "binance_ingest_connects_total") >= 2.0
+    });
+    assert!(service.terminate().success(), "{}", service.log_text());
+
+    let sent = complete_sent_log(&mock);
+    let closed_by_server = fault_time(&sent, 1, "close").expect("close fault logged");
+    let handshake_done = event_time(&sent, 1, "closed").expect("connection 1 closed");
+    let took = handshake_done - closed_by_server;
+    // Held pongs wait up to 340 ms; without the release the reply waits too.
+    assert!(took < 150, "the close reply took {took} ms");
+}
+
+#[test]
 fn fast_server_pings_get_spaced_pongs() {
     // 10 pings a second; the mock, like Binance spot, closes a connection
     // that sends over 5 messages a second, pongs included.
