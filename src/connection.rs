@@ -378,7 +378,7 @@ pub struct ConnectionStats {
     pub bytes: Counter,
     /// Ping frames received from servers.
     pub pings_received: Counter,
-    /// Pongs sent later than their ping to keep the pong spacing (250 ms),
+    /// Pongs sent later than their ping to keep the pong spacing (340 ms),
     /// each answering the latest of the pings held meanwhile.
     pub pongs_delayed: Counter,
     /// Frames dropped because the pipeline queue stayed full.
@@ -459,7 +459,7 @@ impl ConnectionStats {
             ("server_pings_total", "Ping frames received from the exchange.", &self.pings_received),
             (
                 "pongs_delayed_total",
-                "Pongs held back to keep at most 4 a second; each answers the latest ping.",
+                "Pongs held back to keep at most 3 a second; each answers the latest ping.",
                 &self.pongs_delayed,
             ),
             (
