@@ -196,8 +196,10 @@ impl Budget {
                 // two copies at a time.
                 bytes: http_threads * 2 * recent,
                 detail: format!(
-                    "{http_threads} handlers x 2 x {} of /recent records (RECENT_MAX_BYTES)",
-                    format_size_rounded(recent)
+                    "{http_threads} handlers x 2 x {} of /recent records (capped at {} per \
+                     response, a constant)",
+                    format_size_rounded(recent),
+                    format_size_rounded(RECENT_MAX_BYTES as u64)
                 ),
             },
             BudgetItem {
@@ -444,6 +446,19 @@ mod tests {
         let exiting = Config { memory_exit_on_critical: true, ..config };
         let warnings = level_warnings(&exiting, &Budget::worst_case(&exiting));
         assert!(warnings.is_empty(), "validation rejects this case: {warnings:?}");
+    }
+
+    #[test]
+    fn http_line_calls_recent_cap_constant() {
+        let budget = Budget::worst_case(&Config::default());
+        let http = budget.items.iter().find(|item| item.name == "http responses").unwrap();
+        assert!(!http.detail.contains("RECENT_MAX_BYTES"), "{}", http.detail);
+        assert!(
+            http.detail.contains("capped at 4.0 MiB per response, a constant"),
+            "{}",
+            http.detail
+        );
+        assert_eq!(http.keys, &["HTTP_THREADS"]);
     }
 
     #[test]
