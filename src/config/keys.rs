@@ -474,7 +474,7 @@ pub static KEYS: &[Key] = &[
     Key {
         name: "MEMORY_WARMUP",
         placeholder: "DURATION",
-        help: "warm-up before leak detection starts, even when the ring fills sooner",
+        help: "warm-up before leak detection starts, even when the ring fills sooner, 0s to 7d",
         apply: |c, v| {
             c.memory_warmup = duration_in(v, Duration::ZERO, 7 * 24 * HOUR)?;
             Ok(())
