@@ -514,7 +514,7 @@ pub static KEYS: &[Key] = &[
     Key {
         name: "MEMORY_EXIT_ON_CRITICAL",
         placeholder: "BOOL",
-        help: "at critical RSS, shut down cleanly and exit with status 75",
+        help: "at critical RSS, shut down cleanly and exit with status 75; needs MEMORY_CRITICAL at or above the memory budget total",
         apply: |c, v| {
             c.memory_exit_on_critical = parse_bool(v)?;
             Ok(())
