@@ -744,8 +744,8 @@ fn full_disk_shutdown_gives_up_and_exits_74() {
 
 #[test]
 fn client_pings_survive_fast_server_pings() {
-    // 100 server pings a second; pongs go out at most 3 a second, and client
-    // pings still once a second, under the mock's 5 messages a second.
+    // 100 server pings a second. Pongs go out at most 3 a second and client
+    // pings once a second, under the mock's limit of 5 messages a second.
     let mock =
         MockExchange::start(&["--rate", "20", "--ping-interval", "10ms", "--pong-timeout", "5s"]);
     let dir = unique_dir("client-pings-fast-server");
