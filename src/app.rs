@@ -104,6 +104,9 @@ pub fn start(config: &Config) -> Result<Service, Error> {
     }
     let budget = Budget::worst_case(config);
     log::info!("{}", budget.log_line(config.memory_limit));
+    for warning in crate::memory::level_warnings(config, &budget) {
+        log::warn!("memory level too low: {warning}");
+    }
     let tls = crate::tls::client_config(config.ca_file.as_deref())?;
     if config.data_dir.exists() && !config.data_dir.is_dir() {
         return Err(Error::Usage(format!(
@@ -358,7 +361,7 @@ fn metrics_renderer(sources: MetricSources) -> Arc<dyn Fn() -> String + Send + S
         sources.connections.write_metrics(&mut out);
         sources.pipeline.write_metrics(&mut out);
         sources.ring.write_metrics(&mut out);
-        sources.sink.write_metrics(&mut out);
+        sources.sink.write_metrics(&mut out, &sources.ring);
         sources.http.write_metrics(&mut out);
         sources.memory.write_metrics(&mut out);
         out.single_u64(
@@ -424,7 +427,10 @@ pub fn run(config: &Config) -> Result<(), Error> {
     service.shutdown();
     let unwritten = sink_stats.abandoned_records();
     if unwritten > 0 {
-        return Err(Error::UnwrittenRecords { records: unwritten });
+        return Err(Error::UnwrittenRecords {
+            records: unwritten,
+            overwritten: sink_stats.progress().overwritten,
+        });
     }
     if cause == CAUSE_MEMORY_CRITICAL {
         return Err(Error::MemoryCritical { resident_bytes: memory.resident_bytes.get() });

@@ -358,6 +358,26 @@ impl Config {
                 combined: true,
             });
         }
+        // RSS may reach the budget total under a full load without a leak.
+        // With the exit on, a critical level below it would restart the
+        // service in a loop, so it is rejected. Without the exit it only
+        // raises an alert, which level_warnings reports.
+        if self.memory_exit_on_critical && self.memory_critical < budget.total() {
+            let critical = key("MEMORY_CRITICAL");
+            let exit = key("MEMORY_EXIT_ON_CRITICAL");
+            let problem = format!(
+                "must be at least the worst-case memory budget of {}, which RSS may reach \
+                 under a full load, because {}=true would otherwise restart the service in a \
+                 loop; set {} to {} or more, lower the largest parts of the budget or set \
+                 {}=false",
+                crate::memory::format_size_rounded(budget.total()),
+                exit.env_name(),
+                critical.env_name(),
+                format_size(crate::memory::round_up_mib(budget.total())),
+                exit.env_name(),
+            );
+            return Err(invalid(critical, critical.value_text(self), problem));
+        }
         Ok(())
     }
 

@@ -334,6 +334,12 @@ impl Histogram {
     }
 }
 
+/// Reasons of a connection attempt that ends before the WebSocket handshake
+/// completes, exported at 0 from start so that `increase()` sees the first
+/// failure. A handshake rejected with an HTTP status adds `http_<status>`.
+pub const CONNECT_FAILURE_REASONS: [&str; 5] =
+    ["connect_failed", "tls", "handshake_timeout", "protocol", "io"];
+
 /// Counters keyed by a small set of labels, such as rotation causes.
 #[derive(Debug, Default)]
 pub struct LabeledCounter(Mutex<Vec<(String, u64)>>);
@@ -355,9 +361,26 @@ impl LabeledCounter {
     }
 
     fn write(&self, out: &mut Exposition, name: &str, label: &str, help: &str) {
+        self.write_with_known(out, name, label, help, &[]);
+    }
+
+    /// Writes the family with a sample for each of `known`, at 0 until
+    /// counted, followed by the other labels counted so far.
+    fn write_with_known(
+        &self,
+        out: &mut Exposition,
+        name: &str,
+        label: &str,
+        help: &str,
+        known: &[&str],
+    ) {
         out.family(name, MetricType::Counter, help);
         let table = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        for (value, count) in table.iter() {
+        for value in known {
+            let count = table.iter().find(|(seen, _)| seen == value).map_or(0, |(_, count)| *count);
+            out.sample_u64(name, &[(label, value)], count);
+        }
+        for (value, count) in table.iter().filter(|(seen, _)| !known.contains(&seen.as_str())) {
             out.sample_u64(name, &[(label, value)], *count);
         }
     }
@@ -378,7 +401,7 @@ pub struct ConnectionStats {
     pub bytes: Counter,
     /// Ping frames received from servers.
     pub pings_received: Counter,
-    /// Pongs sent later than their ping to keep the pong spacing (250 ms),
+    /// Pongs sent later than their ping to keep the pong spacing (340 ms),
     /// each answering the latest of the pings held meanwhile.
     pub pongs_delayed: Counter,
     /// Frames dropped because the pipeline queue stayed full.
@@ -459,7 +482,7 @@ impl ConnectionStats {
             ("server_pings_total", "Ping frames received from the exchange.", &self.pings_received),
             (
                 "pongs_delayed_total",
-                "Pongs held back to keep at most 4 a second; each answers the latest ping.",
+                "Pongs held back to keep at most 3 a second; each answers the latest ping.",
                 &self.pongs_delayed,
             ),
             (
@@ -547,11 +570,12 @@ impl ConnectionStats {
             "WebSocket handshakes rejected with an HTTP status.",
         );
 
-        self.connect_failures.write(
+        self.connect_failures.write_with_known(
             out,
             &format!("{p}connect_failures_total"),
             "reason",
             "Connection attempts that failed before the WebSocket handshake completed, by cause.",
+            &CONNECT_FAILURE_REASONS,
         );
         let name = format!("{p}disconnects_total");
         out.family(
@@ -616,7 +640,31 @@ mod tests {
         let body = out.finish();
         assert!(body.contains("binance_ingest_disconnects_total{reason=\"eof\"} 2"), "{body}");
         assert!(body.contains("binance_ingest_connect_failures_total{reason=\"tls\"} 1"));
+        assert!(body.contains("binance_ingest_connect_failures_total{reason=\"io\"} 0"));
         assert!(body.contains("binance_ingest_tls_errors_total{reason=\"unknown_issuer\"} 1"));
+    }
+
+    #[test]
+    fn connect_failures_start_at_zero() {
+        let mut out = Exposition::new();
+        ConnectionStats::default().write_metrics(&mut out);
+        let body = out.finish();
+        for reason in CONNECT_FAILURE_REASONS {
+            let sample =
+                format!("binance_ingest_connect_failures_total{{reason=\"{reason}\"}} 0\n");
+            assert!(body.contains(&sample), "no {sample} in\n{body}");
+        }
+        // The list names the labels of the reasons a connect can end with.
+        let reasons = [
+            EndReason::ConnectFailed(String::new()),
+            EndReason::Tls { label: "unknown_issuer", message: String::new() },
+            EndReason::HandshakeTimeout,
+            EndReason::Protocol(String::new()),
+            EndReason::Io(String::new()),
+        ];
+        for (reason, label) in reasons.iter().zip(CONNECT_FAILURE_REASONS) {
+            assert_eq!(reason.label(), label);
+        }
     }
 
     #[test]

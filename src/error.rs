@@ -76,8 +76,12 @@ pub enum Error {
     /// ran out (`SINK_SHUTDOWN_RETRY`), for example on a full disk. The
     /// process exits with status 74.
     UnwrittenRecords {
-        /// Records given up, staged or unread in the ring.
+        /// Records abandoned at shutdown: staged, or still stored in the
+        /// ring and not read.
         records: u64,
+        /// Records lost earlier in the run, overwritten in the ring before
+        /// the sink could write them.
+        overwritten: u64,
     },
 }
 
@@ -101,10 +105,12 @@ impl fmt::Display for Error {
                 "resident memory {resident_bytes} bytes reached BINANCE_INGEST_MEMORY_CRITICAL; \
                  shut down for a restart"
             ),
-            Error::UnwrittenRecords { records } => write!(
+            Error::UnwrittenRecords { records, overwritten } => write!(
                 f,
-                "the sink could not write {records} records before shutdown; \
-                 see the sink errors above and free the data disk"
+                "the sink abandoned {records} unwritten records at shutdown, and \
+                 {overwritten} more were lost during the run (overwritten in the ring \
+                 before the sink could write them); see the sink errors above and free \
+                 the data disk"
             ),
         }
     }

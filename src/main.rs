@@ -31,6 +31,9 @@ fn main() -> ExitCode {
             }
             let budget = binance_ingest::memory::Budget::worst_case(&config);
             print!("{}{}", config.describe(), budget.describe(config.memory_limit));
+            for warning in binance_ingest::memory::level_warnings(&config, &budget) {
+                println!("# warning: {warning}");
+            }
             ExitCode::SUCCESS
         }
         Command::Run(config) => match app::run(&config) {

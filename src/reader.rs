@@ -10,7 +10,8 @@
 //! seen promptly, and a partly filled batch is handed over within the batch
 //! delay. Pongs go out at most every [`PONG_SPACING`]: a ping that comes
 //! sooner is answered later, and only the latest one, which RFC 6455
-//! section 5.5.3 allows.
+//! section 5.5.3 allows. Client pings are spaced by [`CLIENT_PING_SPACING`]
+//! on their own, so fast server pings never hold them back.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -75,17 +76,16 @@ pub struct ReaderSettings {
     pub batch_size: usize,
 }
 
-/// Shortest time between two control frames this reader sends (client
-/// pings and the pongs tungstenite queues). Binance counts pings, pongs and
-/// requests toward 5 messages a second on spot and 10 on futures, and
-/// closes a connection beyond that with code 1008.
-pub const CONTROL_FRAME_SPACING: Duration = Duration::from_secs(1);
+/// Shortest time between two client pings of one reader. Binance counts
+/// pings, pongs and requests toward 5 messages a second on spot and 10 on
+/// futures, and closes a connection beyond that with code 1008. At most one
+/// client ping and three pongs ([`PONG_SPACING`]) fall in any second, which
+/// leaves room for the close frame.
+pub const CLIENT_PING_SPACING: Duration = Duration::from_secs(1);
 
-/// Shortest time between a pong and the previous ping or pong this reader
-/// sent, so it sends at most 4 pongs a second, under the 5 messages a second
-/// Binance allows on spot. Client pings wait [`CONTROL_FRAME_SPACING`] after
-/// any control frame, so they add nothing while pongs go out this often.
-pub const PONG_SPACING: Duration = Duration::from_millis(250);
+/// Shortest time between two pongs of one reader, so it sends at most 3
+/// pongs in any second, however often the server pings.
+pub const PONG_SPACING: Duration = Duration::from_millis(340);
 
 /// Request to a running reader.
 #[derive(Debug)]
@@ -94,8 +94,8 @@ pub enum Command {
     Close,
     /// Close with code 1000 because a replacement has taken over.
     Retire,
-    /// Send a client ping, no sooner than [`CONTROL_FRAME_SPACING`] after
-    /// the previous control frame.
+    /// Send a client ping, no sooner than [`CLIENT_PING_SPACING`] after the
+    /// previous client ping.
     Ping,
     /// End the connection at once: a watchdog found it dead.
     Kill(WatchdogKind),
@@ -232,9 +232,12 @@ struct Session<'a> {
     poll: Duration,
     drop_log: LogLimiter,
     close_received: Option<(Option<u16>, String)>,
-    /// When this reader last sent a control frame (ping or queued pong).
-    last_control: Option<Instant>,
-    /// A client ping was requested but waits for the control frame spacing.
+    /// When this reader last sent a client ping.
+    last_ping: Option<Instant>,
+    /// When this reader last sent a pong.
+    last_pong: Option<Instant>,
+    /// A client ping was requested but waits for [`CLIENT_PING_SPACING`] or
+    /// a held pong.
     ping_pending: bool,
     /// The pong for the latest server ping waits for [`PONG_SPACING`]; see
     /// [`Session::hold_pong`].
@@ -258,7 +261,8 @@ impl<'a> Session<'a> {
             poll: Duration::ZERO,
             drop_log: LogLimiter::new(Duration::from_secs(10)),
             close_received: None,
-            last_control: None,
+            last_ping: None,
+            last_pong: None,
             ping_pending: false,
             pong_held: false,
             write_buffers,
@@ -344,14 +348,14 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Sends a client ping once the control frame spacing allows it. The
-    /// payload is the send time, so `on_pong` can match the pong to the
-    /// outstanding ping. While the server pings more than once a second the
-    /// client ping keeps waiting, which is harmless: the server's pings
-    /// already show that the connection is alive.
+    /// Sends a client ping once [`CLIENT_PING_SPACING`] allows it and no
+    /// pong is held. The payload is the send time, so `on_pong` can match
+    /// the pong to the outstanding ping. A held pong would go out with the
+    /// ping, ahead of its spacing, so the ping waits for its release, at
+    /// most [`PONG_SPACING`].
     fn send_ping(&mut self) {
         let now = Instant::now();
-        if !self.control_frame_allowed(now) {
+        if self.pong_held || !self.ping_allowed(now) {
             return;
         }
         let sent_ns = unix_nanos();
@@ -359,7 +363,7 @@ impl<'a> Session<'a> {
         match self.socket.send(Message::Ping(payload.into())) {
             Ok(()) => {
                 self.ping_pending = false;
-                self.last_control = Some(now);
+                self.last_ping = Some(now);
                 self.task.clock.ping_outstanding_ns.store(sent_ns, Ordering::Relaxed);
                 self.task.stats.pings_sent.inc();
             }
@@ -371,15 +375,15 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Returns whether [`CONTROL_FRAME_SPACING`] allows a client ping at
+    /// Returns whether [`CLIENT_PING_SPACING`] allows a client ping at
     /// `now`.
-    fn control_frame_allowed(&self, now: Instant) -> bool {
-        self.last_control.is_none_or(|last| now.duration_since(last) >= CONTROL_FRAME_SPACING)
+    fn ping_allowed(&self, now: Instant) -> bool {
+        self.last_ping.is_none_or(|last| now.duration_since(last) >= CLIENT_PING_SPACING)
     }
 
     /// Returns whether [`PONG_SPACING`] allows a pong at `now`.
     fn pong_allowed(&self, now: Instant) -> bool {
-        self.last_control.is_none_or(|last| now.duration_since(last) >= PONG_SPACING)
+        self.last_pong.is_none_or(|last| now.duration_since(last) >= PONG_SPACING)
     }
 
     /// Keeps tungstenite's queued pong from being sent. tungstenite 0.30
@@ -403,17 +407,22 @@ impl<'a> Session<'a> {
         if !self.pong_held {
             return;
         }
+        self.restore_write_buffers();
+        self.last_pong = Some(Instant::now());
+        self.task.stats.pongs_delayed.inc();
+        if let Err(error) = self.socket.flush() {
+            log::debug!("conn={} held pong not flushed yet: {error}", self.task.connection);
+        }
+    }
+
+    /// Restores the write buffer sizes that [`Session::hold_pong`] shrank.
+    fn restore_write_buffers(&mut self) {
         let (write, max_write) = self.write_buffers;
         self.socket.set_config(|config| {
             config.write_buffer_size = write;
             config.max_write_buffer_size = max_write;
         });
         self.pong_held = false;
-        self.last_control = Some(Instant::now());
-        self.task.stats.pongs_delayed.inc();
-        if let Err(error) = self.socket.flush() {
-            log::debug!("conn={} held pong not flushed yet: {error}", self.task.connection);
-        }
     }
 
     /// Handles one message; returns its receive time when it was a data
@@ -435,7 +444,7 @@ impl<'a> Session<'a> {
                     return None;
                 }
                 // Flushing sends the pong now rather than at the next read.
-                self.last_control = Some(now);
+                self.last_pong = Some(now);
                 if let Err(error) = self.socket.flush() {
                     log::debug!("conn={} pong not flushed yet: {error}", self.task.connection);
                 }
@@ -451,6 +460,17 @@ impl<'a> Session<'a> {
                     None => (None, String::new()),
                 };
                 self.close_received = Some((code, reason));
+                // tungstenite has queued the close reply in place of a held
+                // pong, and the shrunk write buffer would hold it back too.
+                if self.pong_held {
+                    self.restore_write_buffers();
+                    if let Err(error) = self.socket.flush() {
+                        log::debug!(
+                            "conn={} close reply not flushed yet: {error}",
+                            self.task.connection
+                        );
+                    }
+                }
                 return None;
             }
             Message::Frame(_) => return None,

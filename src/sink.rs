@@ -8,8 +8,10 @@
 //! truncated. It never blocks the pipeline and never panics on I/O errors.
 //! A failed open, write or fsync is logged at a limited rate, counted and
 //! retried with backoff. Meanwhile unwritten lines stay staged (up to
-//! [`MAX_STAGED_BYTES`]) and the rest wait in the ring, and records that the
-//! pipeline overwrites there are counted as lost.
+//! [`MAX_STAGED_BYTES`]) and the rest wait in the ring. Records that the
+//! pipeline overwrites there are counted as lost as they are overwritten:
+//! the sink publishes its read position in [`SinkStats`], and `/metrics`
+//! adds the records the ring has evicted past it.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -80,13 +82,35 @@ pub struct SinkSettings {
     pub shutdown_retry: Duration,
 }
 
+/// Read position of the sink in the ring, published after each read.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadProgress {
+    /// Sequence number of the next record the sink reads.
+    pub next_seq: u64,
+    /// Records the ring overwrote before the sink read them, counted when
+    /// the sink's reads skipped them. Every sequence number below
+    /// `next_seq` was either read or counted here.
+    pub overwritten: u64,
+}
+
+impl ReadProgress {
+    /// Records overwritten before the sink read them, including those the
+    /// ring has evicted past `next_seq` since the sink's last read, given
+    /// the ring's oldest stored sequence number.
+    pub fn overwritten_with(&self, ring_oldest_seq: u64) -> u64 {
+        self.overwritten + ring_oldest_seq.saturating_sub(self.next_seq)
+    }
+}
+
 /// Counters and health of the sink, read by the HTTP threads.
 #[derive(Debug)]
 pub struct SinkStats {
     records_written: Counter,
     bytes_written: Counter,
     write_errors: Counter,
-    lost_records: Counter,
+    /// Updated as one value, so a reader never sees a position without the
+    /// overwrites counted on the way to it.
+    progress: Mutex<ReadProgress>,
     abandoned_records: Counter,
     open_files: Counter,
     staged_bytes: Counter,
@@ -100,7 +124,7 @@ impl Default for SinkStats {
             records_written: Counter::new(),
             bytes_written: Counter::new(),
             write_errors: Counter::new(),
-            lost_records: Counter::new(),
+            progress: Mutex::new(ReadProgress::default()),
             abandoned_records: Counter::new(),
             open_files: Counter::new(),
             staged_bytes: Counter::new(),
@@ -136,16 +160,37 @@ impl SinkStats {
         self.write_errors.get()
     }
 
-    /// Records lost: overwritten in the ring before the sink read them, or
-    /// abandoned at shutdown.
+    /// Records lost that the sink has counted: overwritten in the ring
+    /// before its reads reached them, or abandoned at shutdown. Records the
+    /// ring evicted since the sink's last read are missing here; see
+    /// [`SinkStats::lost_records_with`].
     pub fn lost_records(&self) -> u64 {
-        self.lost_records.get()
+        self.progress().overwritten + self.abandoned_records.get()
     }
 
-    /// Records given up at shutdown after write errors, staged or still
-    /// unread in the ring. They are part of [`SinkStats::lost_records`] too.
+    /// Records lost so far, given the ring's oldest stored sequence number:
+    /// overwritten in the ring before the sink read them (including those
+    /// evicted since its last read), or abandoned at shutdown. Read
+    /// `ring_oldest_seq` before calling, so that no record the sink read in
+    /// between is counted as lost.
+    pub fn lost_records_with(&self, ring_oldest_seq: u64) -> u64 {
+        self.progress().overwritten_with(ring_oldest_seq) + self.abandoned_records.get()
+    }
+
+    /// Records given up at shutdown after write errors: staged, or still
+    /// stored in the ring and not read. They are part of
+    /// [`SinkStats::lost_records`] too.
     pub fn abandoned_records(&self) -> u64 {
         self.abandoned_records.get()
+    }
+
+    /// Read position of the sink in the ring and the overwrites it counted.
+    pub fn progress(&self) -> ReadProgress {
+        *self.progress.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn publish_progress(&self, progress: ReadProgress) {
+        *self.progress.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = progress;
     }
 
     /// Part files open now.
@@ -159,8 +204,13 @@ impl SinkStats {
         *self.last_error.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(message);
     }
 
-    /// Writes the sink's metric families.
-    pub fn write_metrics(&self, out: &mut Exposition) {
+    /// Writes the sink's metric families. `ring` supplies the records
+    /// evicted past the sink's read position, so the lost count rises while
+    /// the sink is stuck, not only when it reads again.
+    pub fn write_metrics(&self, out: &mut Exposition, ring: &Ring) {
+        // The ring first: a record the sink reads after this is then not
+        // counted as lost.
+        let ring_oldest_seq = ring.stats().oldest_seq;
         let families: [(&str, MetricType, &str, u64); 8] = [
             (
                 "sink_records_written_total",
@@ -183,13 +233,13 @@ impl SinkStats {
             (
                 "sink_lost_records_total",
                 MetricType::Counter,
-                "Records overwritten in the ring before the sink wrote them, or abandoned at shutdown.",
-                self.lost_records.get(),
+                "Records overwritten in the ring before the sink read them, or abandoned at shutdown.",
+                self.lost_records_with(ring_oldest_seq),
             ),
             (
                 "sink_abandoned_records_total",
                 MetricType::Counter,
-                "Records given up at shutdown after write errors; also in sink_lost_records_total.",
+                "Records given up at shutdown after write errors, staged or still in the ring; also in sink_lost_records_total.",
                 self.abandoned_records.get(),
             ),
             ("sink_open_files", MetricType::Gauge, "Part files open now.", self.open_files.get()),
@@ -279,6 +329,11 @@ struct Sink {
     backoff: Duration,
     error_log: LogLimiter,
     lost_log: LogLimiter,
+    /// Records the ring overwrote before the sink read them, as published.
+    overwritten: u64,
+    /// Earliest time of the next report of ring overwrites while writes
+    /// fail.
+    next_overwrite_report: Instant,
 }
 
 impl Sink {
@@ -296,6 +351,8 @@ impl Sink {
             backoff: MIN_BACKOFF,
             error_log: LogLimiter::default(),
             lost_log: LogLimiter::default(),
+            overwritten: 0,
+            next_overwrite_report: Instant::now(),
         }
     }
 
@@ -314,10 +371,10 @@ impl Sink {
                 let outcome =
                     ring.read_with(&mut cursor, READ_CHUNK_BYTES, |record| self.stage(&record));
                 if outcome.lost > 0 {
-                    self.count_lost(
-                        outcome.lost,
-                        "overwritten in the ring before the sink read them",
-                    );
+                    self.count_lost(outcome.lost);
+                }
+                if outcome.lost > 0 || outcome.records > 0 {
+                    self.publish_progress(&cursor);
                 }
                 records_read = outcome.records;
                 finished = outcome.finished;
@@ -331,6 +388,9 @@ impl Sink {
                 self.close_past_hours();
                 next_flush = now + flush_interval;
             }
+            if self.failing_since.is_some() && now >= self.next_overwrite_report {
+                self.report_overwrites(ring, &cursor, now);
+            }
             self.stats.staged_bytes.set(self.staged_bytes as u64);
 
             if finished && self.staged_bytes == 0 {
@@ -341,8 +401,19 @@ impl Sink {
                 let retry = self.settings.shutdown_retry;
                 let deadline = *shutdown_deadline.get_or_insert(now + retry);
                 if now >= deadline {
-                    let unread = ring.stats().next_seq.saturating_sub(cursor.next_seq());
-                    self.abandon(unread);
+                    let stats = ring.stats();
+                    // Records evicted past the cursor were lost during the
+                    // run; only those still stored are abandoned here.
+                    let evicted = stats.oldest_seq.saturating_sub(cursor.next_seq());
+                    if evicted > 0 {
+                        self.count_lost(evicted);
+                    }
+                    let read_from = cursor.next_seq().max(stats.oldest_seq);
+                    self.stats.publish_progress(ReadProgress {
+                        next_seq: read_from,
+                        overwritten: self.overwritten,
+                    });
+                    self.abandon(stats.next_seq.saturating_sub(read_from));
                     self.close_all();
                     break;
                 }
@@ -361,16 +432,45 @@ impl Sink {
             }
         }
         log::info!(
-            "sink stopped records_written={} lost={}",
+            "sink stopped records_written={} overwritten_in_ring={} abandoned_at_shutdown={}",
             self.stats.records_written.get(),
-            self.stats.lost_records.get()
+            self.overwritten,
+            self.stats.abandoned_records.get()
         );
     }
 
-    fn count_lost(&mut self, lost: u64, reason: &str) {
-        self.stats.lost_records.add(lost);
+    /// Counts `lost` records that the ring overwrote before the sink read
+    /// them. The caller publishes the new position with them.
+    fn count_lost(&mut self, lost: u64) {
+        self.overwritten += lost;
         if let Some(suppressed) = self.lost_log.allow(Instant::now()) {
-            log::error!("sink lost records count={lost} reason={reason} suppressed={suppressed}");
+            log::error!(
+                "sink lost records overwritten in the ring before it read them count={lost} \
+                 total={} suppressed={suppressed}",
+                self.overwritten
+            );
+        }
+    }
+
+    fn publish_progress(&self, cursor: &Cursor) {
+        self.stats.publish_progress(ReadProgress {
+            next_seq: cursor.next_seq(),
+            overwritten: self.overwritten,
+        });
+    }
+
+    /// Logs, while writes fail, how many unwritten records the ring has
+    /// overwritten so far, at most once per [`crate::lograte::LOG_INTERVAL`].
+    fn report_overwrites(&mut self, ring: &Ring, cursor: &Cursor, now: Instant) {
+        self.next_overwrite_report = now + crate::lograte::LOG_INTERVAL;
+        let pending = ring.stats().oldest_seq.saturating_sub(cursor.next_seq());
+        let total = self.overwritten + pending;
+        if total > 0 {
+            log::error!(
+                "sink is behind while writes fail: the ring has overwritten unwritten records \
+                 total={total} since_last_read={pending} failing_for_s={:.1}",
+                self.failing_since.map_or(0.0, |since| now.duration_since(since).as_secs_f64())
+            );
         }
     }
 
@@ -558,10 +658,11 @@ impl Sink {
         self.stats.open_files.set(self.open_file_count());
     }
 
-    /// Gives up on the staged records and on `unread` records left in the
-    /// ring, once shutdown retries have run out: logs how many and where
-    /// they were headed, and counts them as lost and abandoned.
-    fn abandon(&mut self, unread: u64) {
+    /// Gives up on the staged records and on `in_ring` records still stored
+    /// in the ring and not read, once shutdown retries have run out: logs
+    /// how many and where they were headed, and counts them as lost and
+    /// abandoned.
+    fn abandon(&mut self, in_ring: u64) {
         let staged: u64 = self.parts.iter().map(|part| part.staged_records).sum();
         let mut folders: Vec<String> = self
             .parts
@@ -573,13 +674,14 @@ impl Sink {
         folders.truncate(MAX_NAMED_FOLDERS);
         log::error!(
             "sink gave up at shutdown after {:?} of failed writes: staged_records={staged} \
-             unread_records={unread} last_error=\"{}\" folders=[{}] more_folders={more}",
+             records_left_in_ring={in_ring} overwritten_during_run={} last_error=\"{}\" \
+             folders=[{}] more_folders={more}",
             self.settings.shutdown_retry,
+            self.overwritten,
             self.stats.last_error().unwrap_or_default(),
             folders.join(", ")
         );
-        self.stats.lost_records.add(staged + unread);
-        self.stats.abandoned_records.add(staged + unread);
+        self.stats.abandoned_records.add(staged + in_ring);
         for part in self.parts.iter_mut() {
             part.staged.clear();
             part.staged_records = 0;
@@ -703,11 +805,23 @@ mod tests {
         assert_eq!(stats.write_errors(), 1);
         assert!(stats.last_error().unwrap().contains("No space"));
         let mut out = Exposition::new();
-        stats.write_metrics(&mut out);
+        stats.write_metrics(&mut out, &Ring::new(1 << 20));
         let body = out.finish();
         assert!(body.contains("# TYPE binance_ingest_sink_write_errors_total counter\n"));
         assert!(body.contains("binance_ingest_sink_healthy 0\n"));
         assert_eq!(body.matches("# TYPE binance_ingest_sink_open_files gauge").count(), 1);
+    }
+
+    #[test]
+    fn lost_count_includes_evictions_past_cursor() {
+        let stats = SinkStats::new();
+        stats.publish_progress(ReadProgress { next_seq: 100, overwritten: 7 });
+        assert_eq!(stats.lost_records(), 7);
+        assert_eq!(stats.lost_records_with(90), 7, "oldest behind the cursor adds nothing");
+        assert_eq!(stats.lost_records_with(100), 7);
+        assert_eq!(stats.lost_records_with(130), 37);
+        stats.abandoned_records.add(5);
+        assert_eq!(stats.lost_records_with(130), 42);
     }
 
     #[test]

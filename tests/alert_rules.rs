@@ -36,7 +36,7 @@ fn rules_pass_promtool_check() {
     };
     let report = text(&output);
     assert!(output.status.success(), "promtool check rules failed:\n{report}");
-    assert!(report.contains("SUCCESS: 6 rules found"), "{report}");
+    assert!(report.contains("SUCCESS: 8 rules found"), "{report}");
     let findings: Vec<&str> = report
         .lines()
         .filter(|line| !line.trim().is_empty())

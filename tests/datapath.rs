@@ -452,7 +452,7 @@ fn metrics_pass_promtool() {
     let mut out = binance_ingest::metrics::Exposition::new();
     pipeline_stats.write_metrics(&mut out);
     ring.write_metrics(&mut out);
-    sink_stats.write_metrics(&mut out);
+    sink_stats.write_metrics(&mut out, &ring);
     let body = out.finish();
     for family in ["frames_total", "ring_used_bytes", "sink_lost_records_total", "sink_healthy"] {
         let type_line = format!("# TYPE binance_ingest_{family} ");

@@ -710,11 +710,27 @@ fn full_disk_shutdown_gives_up_and_exits_74() {
         "1s",
     );
     let settings = with(settings, "BINANCE_INGEST_FLUSH_INTERVAL", "50ms");
+    // A small ring and staging area, so the ring overwrites unwritten
+    // records within seconds of the disk filling.
+    let settings = with(settings, "BINANCE_INGEST_CACHE_SIZE", "1MiB");
+    let settings = with(settings, "BINANCE_INGEST_SINK_BUFFER_SIZE", "256KiB");
     let mut service = Service::start(&dir, &settings);
     service.wait_for("a failed write on the full disk", Duration::from_secs(30), |service| {
         metric(service, "binance_ingest_sink_write_errors_total") > 0.0
     });
+    service.wait_for("lost records counted while running", Duration::from_secs(30), |service| {
+        metric(service, "binance_ingest_sink_lost_records_total") > 0.0
+    });
+    let evicted = metric(&service, "binance_ingest_ring_evicted_records_total");
+    let lost = metric(&service, "binance_ingest_sink_lost_records_total");
+    assert!(lost <= evicted, "lost {lost} of {evicted} evicted records");
+    service.wait_for("the lost count rising", Duration::from_secs(30), |service| {
+        metric(service, "binance_ingest_sink_lost_records_total") > lost
+    });
     assert_eq!(metric(&service, "binance_ingest_sink_abandoned_records_total"), 0.0);
+    service.wait_for("a log line with the overwritten total", Duration::from_secs(30), |service| {
+        service.log_contains("the ring has overwritten unwritten records")
+    });
 
     let started = std::time::Instant::now();
     let status = service.terminate();
@@ -722,7 +738,67 @@ fn full_disk_shutdown_gives_up_and_exits_74() {
     assert_eq!(status.code(), Some(74), "{log}");
     assert!(started.elapsed() < Duration::from_secs(20), "shutdown took {:?}", started.elapsed());
     assert!(service.log_contains("sink gave up at shutdown"), "{log}");
-    assert!(service.log_contains("could not write"), "{log}");
+    assert!(service.log_contains("more were lost during the run"), "{log}");
+    assert!(!service.log_contains("unread_records="), "{log}");
+}
+
+#[test]
+fn client_pings_survive_fast_server_pings() {
+    // 100 server pings a second. Pongs go out at most 3 a second and client
+    // pings once a second, under the mock's limit of 5 messages a second.
+    let mock =
+        MockExchange::start(&["--rate", "20", "--ping-interval", "10ms", "--pong-timeout", "5s"]);
+    let dir = unique_dir("client-pings-fast-server");
+    let settings = base_settings(&mock, "btcusdt@trade");
+    let settings = with(settings, "BINANCE_INGEST_SERVER_PING_INTERVAL", "10ms");
+    let settings = with(settings, "BINANCE_INGEST_STALE_AFTER", "5s");
+    let settings = with(settings, "BINANCE_INGEST_CLIENT_PING_INTERVAL", "1s");
+    let settings = with(settings, "BINANCE_INGEST_PONG_TIMEOUT", "900ms");
+    let mut service = Service::start(&dir, &settings);
+
+    service.wait_for("4 pongs to client pings", Duration::from_secs(20), |s| {
+        metric(s, "binance_ingest_pongs_received_total") >= 4.0
+    });
+    let (_, metrics) = service.get("/metrics");
+    assert!(service.terminate().success(), "{}", service.log_text());
+
+    assert!(sum_of(&metrics, "binance_ingest_server_pings_total") >= 100.0, "{metrics}");
+    assert!(sum_of(&metrics, "binance_ingest_client_pings_total") >= 4.0, "{metrics}");
+    assert!(sum_of(&metrics, "binance_ingest_pong_rtt_seconds_count") >= 4.0, "{metrics}");
+    assert_eq!(sum_of(&metrics, "binance_ingest_pong_timeouts_total"), 0.0, "{metrics}");
+    assert_eq!(sum_of(&metrics, "binance_ingest_connects_total"), 1.0, "{metrics}");
+    assert_eq!(sum_of(&metrics, "binance_ingest_disconnects_total{"), 0.0, "{metrics}");
+    assert!(!service.log_contains("too many messages"), "{}", service.log_text());
+}
+
+#[test]
+fn server_close_not_delayed_by_held_pong() {
+    let mock = MockExchange::start(&[
+        "--rate",
+        "20",
+        "--ping-interval",
+        "10ms",
+        "--pong-timeout",
+        "5s",
+        "--fault",
+        "at=1s conn=1 close=1001",
+    ]);
+    let dir = unique_dir("close-with-held-pong");
+    let settings = base_settings(&mock, "btcusdt@trade");
+    let settings = with(settings, "BINANCE_INGEST_SERVER_PING_INTERVAL", "10ms");
+    let settings = with(settings, "BINANCE_INGEST_STALE_AFTER", "5s");
+    let mut service = Service::start(&dir, &settings);
+    service.wait_for("the reconnect after the server close", Duration::from_secs(20), |s| {
+        metric(s, "binance_ingest_connects_total") >= 2.0
+    });
+    assert!(service.terminate().success(), "{}", service.log_text());
+
+    let sent = complete_sent_log(&mock);
+    let closed_by_server = fault_time(&sent, 1, "close").expect("close fault logged");
+    let handshake_done = event_time(&sent, 1, "closed").expect("connection 1 closed");
+    let took = handshake_done - closed_by_server;
+    // Held pongs wait up to 340 ms; without the release the reply waits too.
+    assert!(took < 150, "the close reply took {took} ms");
 }
 
 #[test]

@@ -334,27 +334,65 @@ fn rss_above_warn_level_warns_on_health() {
 }
 
 #[test]
-fn critical_level_exits_with_status_75() {
+fn critical_level_below_budget_rejected_with_exit() {
+    let dir = unique_dir("memory-critical-check");
+    let settings = vec![
+        ("BINANCE_INGEST_DATA_DIR", dir.display().to_string()),
+        ("BINANCE_INGEST_CACHE_SIZE", "8MiB".to_string()),
+        ("BINANCE_INGEST_MEMORY_WARN", "9MiB".to_string()),
+        ("BINANCE_INGEST_MEMORY_CRITICAL", "12MiB".to_string()),
+        ("BINANCE_INGEST_MEMORY_EXIT_ON_CRITICAL", "true".to_string()),
+    ];
+    let (code, _, stderr) = check_config(&settings);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("for BINANCE_INGEST_MEMORY_CRITICAL"), "{stderr}");
+    assert!(stderr.contains("BINANCE_INGEST_MEMORY_EXIT_ON_CRITICAL=true"), "{stderr}");
+
+    let settings =
+        support::check::with(settings, "BINANCE_INGEST_MEMORY_EXIT_ON_CRITICAL", "false");
+    let (code, stdout, stderr) = check_config(&settings);
+    assert_eq!(code, 0, "{stderr}");
+    let warnings: Vec<&str> = stdout.lines().filter(|l| l.starts_with("# warning: ")).collect();
+    assert_eq!(warnings.len(), 2, "{stdout}");
+    assert!(warnings[0].contains("BINANCE_INGEST_MEMORY_CRITICAL=12MiB"), "{stdout}");
+    assert!(warnings[1].contains("BINANCE_INGEST_MEMORY_WARN=9MiB"), "{stdout}");
+}
+
+/// Runs the service in this process with a critical level that validation
+/// rejects with the exit on, because a real process never reaches its
+/// budget total. The exit status 75 itself is mapped in `main.rs`.
+#[test]
+fn critical_level_stops_service() {
     let mock = MockExchange::start(&["--rate", "100"]);
     let dir = unique_dir("memory-critical");
     let settings = with(
         base_settings(&mock, "btcusdt@trade"),
         &[
+            ("BINANCE_INGEST_DATA_DIR", &dir.display().to_string()),
+            ("BINANCE_INGEST_HTTP_ADDR", "127.0.0.1:0"),
             ("BINANCE_INGEST_MEMORY_WARN", "2MiB"),
-            // Just above the ring, the lowest critical level accepted.
             ("BINANCE_INGEST_MEMORY_CRITICAL", "2MiB"),
-            ("BINANCE_INGEST_MEMORY_EXIT_ON_CRITICAL", "true"),
-            // The first sample is taken at start; a later one keeps the
-            // exit after the HTTP listener is up.
             ("BINANCE_INGEST_MEMORY_SAMPLE_INTERVAL", "500ms"),
             ("BINANCE_INGEST_CACHE_SIZE", "1MiB"),
         ],
     );
-    let mut service = Service::start(&dir, &settings);
-    let status = service.wait_exit(Duration::from_secs(30));
-    assert_eq!(status.code(), Some(75), "{}", service.log_text());
-    assert!(service.log_contains("memory rss_critical"), "{}", service.log_text());
-    assert!(service.log_contains("stopped after"), "no orderly shutdown\n{}", service.log_text());
+    let env = settings.into_iter().map(|(key, value)| (key.to_string(), value));
+    let command = binance_ingest::cli::parse_command(["run".into()], env).unwrap();
+    let binance_ingest::cli::Command::Run(mut config) = command else {
+        panic!("expected the run command");
+    };
+    config.memory_exit_on_critical = true;
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(binance_ingest::app::run(&config));
+    });
+    let result = receiver.recv_timeout(Duration::from_secs(30)).expect("the service kept running");
+    match result {
+        Err(binance_ingest::error::Error::MemoryCritical { resident_bytes }) => {
+            assert!(resident_bytes >= 2 << 20, "{resident_bytes}");
+        }
+        other => panic!("expected a stop at the critical level, got {other:?}"),
+    }
 }
 
 #[test]

@@ -474,7 +474,7 @@ pub static KEYS: &[Key] = &[
     Key {
         name: "MEMORY_WARMUP",
         placeholder: "DURATION",
-        help: "warm-up before leak detection starts, even when the ring fills sooner",
+        help: "warm-up before leak detection, even when the ring fills sooner, 0s to 7d",
         apply: |c, v| {
             c.memory_warmup = duration_in(v, Duration::ZERO, 7 * 24 * HOUR)?;
             Ok(())
@@ -514,7 +514,7 @@ pub static KEYS: &[Key] = &[
     Key {
         name: "MEMORY_EXIT_ON_CRITICAL",
         placeholder: "BOOL",
-        help: "at critical RSS, shut down cleanly and exit with status 75",
+        help: "at critical RSS, shut down and exit 75; needs MEMORY_CRITICAL >= budget",
         apply: |c, v| {
             c.memory_exit_on_critical = parse_bool(v)?;
             Ok(())

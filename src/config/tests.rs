@@ -432,3 +432,24 @@ fn critical_level_must_exceed_full_ring() {
     assert_eq!(error.key, "BINANCE_INGEST_MEMORY_CRITICAL", "{message}");
     assert!(message.contains("BINANCE_INGEST_CACHE_SIZE"), "{message}");
 }
+
+#[test]
+fn exiting_critical_level_must_cover_budget() {
+    let settings = [
+        setting("CACHE_SIZE", "2040MiB", Source::Flag),
+        setting("MEMORY_LIMIT", "4GiB", Source::Flag),
+        setting("MEMORY_EXIT_ON_CRITICAL", "true", Source::Flag),
+    ];
+    let error = config_error(Config::resolve(settings.clone()));
+    let message = error.to_string();
+    assert_eq!(error.key, "BINANCE_INGEST_MEMORY_CRITICAL", "{message}");
+    assert!(message.contains("BINANCE_INGEST_MEMORY_EXIT_ON_CRITICAL=true"), "{message}");
+    assert!(message.contains("budget of 2.3 GiB"), "{message}");
+    assert!(message.contains("set BINANCE_INGEST_MEMORY_CRITICAL to 2"), "{message}");
+
+    let without_exit = [
+        setting("CACHE_SIZE", "2040MiB", Source::Flag),
+        setting("MEMORY_LIMIT", "4GiB", Source::Flag),
+    ];
+    assert!(Config::resolve(without_exit).is_ok(), "only a warning without the exit");
+}

@@ -196,8 +196,10 @@ impl Budget {
                 // two copies at a time.
                 bytes: http_threads * 2 * recent,
                 detail: format!(
-                    "{http_threads} handlers x 2 x {} of /recent records (RECENT_MAX_BYTES)",
-                    format_size_rounded(recent)
+                    "{http_threads} handlers x 2 x {} of /recent records (capped at {} per \
+                     response, a constant)",
+                    format_size_rounded(recent),
+                    format_size_rounded(RECENT_MAX_BYTES as u64)
                 ),
             },
             BudgetItem {
@@ -287,6 +289,48 @@ impl Budget {
     }
 }
 
+/// Returns the memory alert levels of `config` that a healthy service may
+/// reach without a leak, as one warning sentence each, for the start-up log
+/// and `check-config`. An empty list means the levels leave room:
+/// `MEMORY_WARN` at or above `CACHE_SIZE` plus [`FIXED_BASE_BYTES`], which a
+/// full ring reaches on every run, and `MEMORY_CRITICAL` at or above the
+/// budget total, which a full load may reach. With
+/// `MEMORY_EXIT_ON_CRITICAL=true` validation rejects a critical level below
+/// the total, so this lists it only when the exit is off.
+pub fn level_warnings(config: &Config, budget: &Budget) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let total = budget.total();
+    if !config.memory_exit_on_critical && config.memory_critical < total {
+        warnings.push(format!(
+            "BINANCE_INGEST_MEMORY_CRITICAL={} is below the worst-case memory budget of {}, \
+             so the critical alert may fire under a full load without a leak; set it to {} \
+             or more",
+            format_size(config.memory_critical),
+            format_size_rounded(total),
+            format_size(round_up_mib(total))
+        ));
+    }
+    let ring_floor = config.cache_size as u64 + FIXED_BASE_BYTES;
+    if config.memory_warn < ring_floor {
+        warnings.push(format!(
+            "BINANCE_INGEST_MEMORY_WARN={} is below BINANCE_INGEST_CACHE_SIZE={} plus the \
+             fixed base of {}, which a full cache ring reaches on every healthy run, so the \
+             warn alert will fire without a leak; set it to {} or more",
+            format_size(config.memory_warn),
+            format_size(config.cache_size as u64),
+            format_size_rounded(FIXED_BASE_BYTES),
+            format_size(round_up_mib(ring_floor))
+        ));
+    }
+    warnings
+}
+
+/// Rounds `bytes` up to a whole MiB, so a suggested level reads well and is
+/// accepted as a size.
+pub fn round_up_mib(bytes: u64) -> u64 {
+    bytes.div_ceil(1 << 20) << 20
+}
+
 /// Upper bound of one idle batch in a reader's pool, in bytes: the pool
 /// keeps only buffers of at most twice `BATCH_SIZE`, with the metadata of
 /// frames of [`MIN_FRAME_BYTES`].
@@ -368,6 +412,53 @@ mod tests {
         let advice = Budget::worst_case(&config).advice();
         assert!(advice.starts_with("the largest parts are frame queue 4.0 GiB"), "{advice}");
         assert!(advice.contains("BINANCE_INGEST_FRAME_QUEUE_BYTES"), "{advice}");
+    }
+
+    #[test]
+    fn levels_at_defaults_raise_no_warning() {
+        let config = Config::default();
+        let warnings = level_warnings(&config, &Budget::worst_case(&config));
+        assert!(warnings.is_empty(), "{warnings:?}");
+    }
+
+    #[test]
+    fn warn_level_at_ring_size_is_warned() {
+        let config = Config { cache_size: 1 << 30, ..Config::default() };
+        let warnings = level_warnings(&config, &Budget::worst_case(&config));
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].starts_with("BINANCE_INGEST_MEMORY_WARN=1GiB"), "{warnings:?}");
+        assert!(warnings[0].contains("set it to 1032MiB or more"), "{warnings:?}");
+    }
+
+    #[test]
+    fn critical_level_below_budget_is_warned_without_exit() {
+        let config = Config {
+            cache_size: 2040 << 20,
+            memory_warn: 2100 << 20,
+            memory_critical: 2100 << 20,
+            memory_limit: 4 << 30,
+            ..Config::default()
+        };
+        assert!(config.memory_critical < Budget::worst_case(&config).total());
+        let warnings = level_warnings(&config, &Budget::worst_case(&config));
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].starts_with("BINANCE_INGEST_MEMORY_CRITICAL=2100MiB"), "{warnings:?}");
+        let exiting = Config { memory_exit_on_critical: true, ..config };
+        let warnings = level_warnings(&exiting, &Budget::worst_case(&exiting));
+        assert!(warnings.is_empty(), "validation rejects this case: {warnings:?}");
+    }
+
+    #[test]
+    fn http_line_calls_recent_cap_constant() {
+        let budget = Budget::worst_case(&Config::default());
+        let http = budget.items.iter().find(|item| item.name == "http responses").unwrap();
+        assert!(!http.detail.contains("RECENT_MAX_BYTES"), "{}", http.detail);
+        assert!(
+            http.detail.contains("capped at 4.0 MiB per response, a constant"),
+            "{}",
+            http.detail
+        );
+        assert_eq!(http.keys, &["HTTP_THREADS"]);
     }
 
     #[test]

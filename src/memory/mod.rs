@@ -18,7 +18,7 @@ use std::time::Duration;
 
 pub use budget::{
     Budget, BudgetItem, FIXED_BASE_BYTES, FIXED_THREADS, HOLD_FACTOR, batch_bytes,
-    format_size_rounded,
+    format_size_rounded, level_warnings, round_up_mib,
 };
 pub use sampler::{MemorySettings, Sampler, read_sample, spawn};
 pub use status::{AlertKind, MemoryStatus};
