@@ -452,6 +452,8 @@ mod tests {
     struct Run {
         /// Times the leak alert was raised, in seconds since start.
         raises: Vec<f64>,
+        /// Times the leak alert was cleared, in seconds since start.
+        clears: Vec<f64>,
         /// Whether the leak alert is raised after the last sample.
         raised_at_end: bool,
         /// Mean reported growth over the last 24 h of the run, in bytes per 24 h.
@@ -463,13 +465,14 @@ mod tests {
     /// Drives a sampler with `settings` sample by sample for `hours`, with
     /// RSS `rss(t)` bytes at `t` seconds plus up to 1 MiB of noise either
     /// way, and no ring share.
-    fn drive(settings: MemorySettings, hours: f64, rss: impl Fn(f64) -> f64) -> Run {
+    fn drive(settings: MemorySettings, hours: f64, mut rss: impl FnMut(f64) -> f64) -> Run {
         let interval = settings.interval.as_secs_f64();
         let status = Arc::new(MemoryStatus::new());
         let mut sampler = Sampler::new(settings, status.clone());
         let end = hours * HOUR;
         let (mut growth_sum, mut growth_count) = (0.0, 0.0);
         let mut raises = Vec::new();
+        let mut clears = Vec::new();
         // Deterministic noise: a 64-bit linear congruential generator
         // (Knuth's MMIX constants).
         let mut state: u64 = 1;
@@ -479,8 +482,12 @@ mod tests {
             let noise = ((state >> 11) as f64 / (1u64 << 52) as f64 - 1.0) * MIB as f64;
             let was = status.alert(AlertKind::Leak);
             sampler.record(sample(at, (rss(at) + noise) as u64));
-            if status.alert(AlertKind::Leak) && !was {
+            let now = status.alert(AlertKind::Leak);
+            if now && !was {
                 raises.push(at);
+            }
+            if was && !now {
+                clears.push(at);
             }
             if at > end - 24.0 * HOUR {
                 growth_sum += status.growth_per_hour() * 24.0;
@@ -490,6 +497,7 @@ mod tests {
         }
         Run {
             raises,
+            clears,
             raised_at_end: status.alert(AlertKind::Leak),
             mean_growth_last_day: growth_sum / growth_count,
             growth_at_end: status.growth_per_hour() * 24.0,
@@ -563,6 +571,56 @@ mod tests {
             let at = step_hours * HOUR;
             let run = drive(day_settings(), 48.0, |t| BASE + if t < at { 0.0 } else { step });
             assert!(run.raises.is_empty(), "step at {step_hours} h: {run:?}");
+        }
+    }
+
+    /// Returns [`day_settings`] with one sample a minute, which keeps long
+    /// simulated runs fast in debug builds; every test part of the span
+    /// still holds far more than the minimum number of samples.
+    fn minute_settings() -> MemorySettings {
+        MemorySettings { interval: Duration::from_secs(60), ..day_settings() }
+    }
+
+    #[test]
+    fn step_after_full_window_raises_nothing() {
+        // A one-off step and a plateau, 24 h after the window is full: the
+        // whole-window slope of a step in the middle of the window
+        // projects to up to 1.5 steps a day, above the threshold here.
+        let at = 48.0 * HOUR;
+        for step_mib in [35.0, 45.0, 100.0, 500.0] {
+            let step = step_mib * MIB as f64;
+            let run = drive(minute_settings(), 72.0, |t| BASE + if t < at { 0.0 } else { step });
+            assert!(run.raises.is_empty(), "{step_mib} MiB step: {run:?}");
+        }
+    }
+
+    #[test]
+    fn staircases_do_not_flap() {
+        // (step MiB, hours between steps, first step at hours). The 5 MiB
+        // staircase starts after the window is full.
+        for (step_mib, every_hours, from_hours) in [(5.0, 2.0, 30.0), (40.0, 16.0, 0.0)] {
+            let step = step_mib * MIB as f64;
+            let run = drive(minute_settings(), 72.0, |t| {
+                let steps = ((t / HOUR - from_hours) / every_hours).floor() + 1.0;
+                BASE + step * steps.max(0.0)
+            });
+            let name = format!("{step_mib} MiB every {every_hours} h from {from_hours} h");
+            assert_eq!(run.raises.len(), 1, "{name}: {run:?}");
+            assert!(run.clears.is_empty(), "{name}: {run:?}");
+            assert!(run.raised_at_end, "{name}: {run:?}");
+        }
+    }
+
+    #[test]
+    fn daily_steps_never_clear_once_raised() {
+        // Steps a window apart are never two in the window, so they read
+        // as one-off steps and may not be raised at all (a documented
+        // limit); a raised alert must hold to the end.
+        for step_mib in [60.0, 100.0] {
+            let step = step_mib * MIB as f64;
+            let run = drive(minute_settings(), 96.0, |t| BASE + step * (t / (24.0 * HOUR)).floor());
+            assert!(run.raises.len() <= 1, "{step_mib} MiB a day: {run:?}");
+            assert!(run.clears.is_empty(), "{step_mib} MiB a day: {run:?}");
         }
     }
 
