@@ -625,6 +625,22 @@ mod tests {
     }
 
     #[test]
+    fn bounded_random_walk_raises_nothing() {
+        // RSS wanders in steps of up to 0.5 MiB a sample and stays within
+        // 30 MiB of its start either way.
+        let mut state: u64 = 9;
+        let mut walk = 0.0f64;
+        let bound = 30.0 * MIB as f64;
+        let run = drive(day_settings(), 96.0, |_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let unit = (state >> 11) as f64 / (1u64 << 52) as f64 - 1.0;
+            walk = (walk + 0.5 * MIB as f64 * unit).clamp(-bound, bound);
+            BASE + walk
+        });
+        assert!(run.raises.is_empty(), "{run:?}");
+    }
+
+    #[test]
     fn burst_during_warm_up_is_not_a_leak() {
         // A 2 min window at 1 s samples, as a test setup would use. The
         // ring evicts after 3 s, then the frame queue and allocator fill
