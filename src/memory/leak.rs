@@ -73,6 +73,8 @@
 //!   from a leak. In simulated runs of 96 h, a random walk of up to
 //!   0.5 MiB a sample within 30 MiB either way raised nothing, and one of
 //!   up to 2 MiB a sample raised the alert 3 times, for 0.3 to 2.6 h.
+//! - A window too short for the evidence shares flags only growth faster
+//!   than the threshold; [`smallest_detectable_per_day`] computes how fast.
 
 /// Minimum number of samples in each half of the horizon, and in each
 /// quarter of a series that gets a verdict.
@@ -91,7 +93,8 @@ pub const MIN_EVIDENCE_FRACTION: f64 = 0.125;
 
 /// Share of the threshold that the fitted growth over the whole span must
 /// reach before the sustained test flags a leak: 0.4, so 20 MiB at the
-/// default threshold. A leak at twice the threshold qualifies after 4.8 h.
+/// default threshold. A leak at twice the threshold qualifies after 4.8 h,
+/// and no window shorter than 9.6 h can flag a leak at the threshold.
 pub const MIN_SUSTAINED_EVIDENCE_FRACTION: f64 = 0.4;
 
 /// Share of the threshold that still counts as a leak while the alert is
@@ -296,6 +299,42 @@ where
         samples,
         span_seconds: span,
     }
+}
+
+/// Returns the smallest steady growth, in bytes per 24 h, that [`assess`]
+/// can flag as a leak in a series of `samples` points `interval_seconds`
+/// apart. Returns `None` when such a series never gets a verdict, because
+/// it has fewer than [`MIN_SAMPLES`] points or spans less than the minimum.
+///
+/// It is the threshold itself when the span is long enough for the
+/// evidence shares, and more when it is not: the sustained test needs
+/// [`MIN_SUSTAINED_EVIDENCE_FRACTION`] of the threshold over the span, the
+/// recent-onset test [`MIN_EVIDENCE_FRACTION`] of it over the horizon. The
+/// result is the lower of the two, so with a 24 h span and a 3 h horizon
+/// it is the threshold, and with a 2 min span of 1 s samples and a 30 s
+/// horizon it is 288 times the threshold.
+pub fn smallest_detectable_per_day(
+    limits: &Limits,
+    samples: usize,
+    interval_seconds: f64,
+) -> Option<f64> {
+    let span = samples.saturating_sub(1) as f64 * interval_seconds;
+    if samples < MIN_SAMPLES || span <= 0.0 || span < limits.min_span_seconds {
+        return None;
+    }
+    let threshold = limits.threshold_per_day;
+    let sustained =
+        threshold.max(threshold * MIN_SUSTAINED_EVIDENCE_FRACTION * HORIZON_SECONDS / span);
+    let horizon = limits.recent_seconds;
+    // Each half of the horizon needs its own samples.
+    let half_samples = (horizon / 2.0 / interval_seconds).floor();
+    let recent =
+        if horizon > 0.0 && span >= 2.0 * horizon && half_samples >= MIN_SAMPLES_PER_PART as f64 {
+            threshold.max(threshold * MIN_EVIDENCE_FRACTION * HORIZON_SECONDS / horizon)
+        } else {
+            f64::INFINITY
+        };
+    Some(sustained.min(recent))
 }
 
 /// Lowest and highest value of a set of samples.
@@ -686,6 +725,26 @@ mod tests {
             let assessment = assess(points.iter().copied(), &DAY_LIMITS, true);
             assert_eq!(assessment.verdict, Verdict::Leak, "phase {phase_hours} h: {assessment:?}");
         }
+    }
+
+    #[test]
+    fn detectable_growth_follows_span() {
+        let limits = DAY_LIMITS;
+        let day = smallest_detectable_per_day(&limits, DAY_SAMPLES + 1, INTERVAL);
+        assert_eq!(day, Some(THRESHOLD));
+        // 6 h: the recent-onset test needs an eighth of the threshold in
+        // its 3 h horizon, which a leak at the threshold reaches.
+        let quarter_day = smallest_detectable_per_day(&limits, 721, INTERVAL);
+        assert_eq!(quarter_day, Some(THRESHOLD));
+        // 4 h: too short for the recent-onset test, and the sustained test
+        // needs 0.4 of the threshold in 4 h.
+        let four_hours = smallest_detectable_per_day(&limits, 481, INTERVAL).unwrap_or(0.0);
+        assert!((four_hours / THRESHOLD - 2.4).abs() < 1e-9, "{four_hours}");
+        let short = Limits { min_span_seconds: 30.0, recent_seconds: 30.0, ..limits };
+        let two_minutes = smallest_detectable_per_day(&short, 121, 1.0).unwrap_or(0.0);
+        assert!((two_minutes / THRESHOLD - 288.0).abs() < 1e-9, "{two_minutes}");
+        assert_eq!(smallest_detectable_per_day(&limits, MIN_SAMPLES - 1, INTERVAL), None);
+        assert_eq!(smallest_detectable_per_day(&limits, 100, 30.0), None);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use crate::config::Config;
+use crate::config::{Config, format_duration};
 use crate::liveness::{CHECKIN_INTERVAL, Checkin};
 use crate::ring::Ring;
 
@@ -79,6 +79,58 @@ impl MemorySettings {
     /// window, at least [`MemorySettings::min_span`]; 3 h at the defaults.
     pub fn recent_horizon(&self) -> Duration {
         (self.window / 8).max(self.min_span())
+    }
+
+    /// Smallest steady growth, in bytes per 24 h, that leak detection can
+    /// flag once the window is full, or `None` when the window has too few
+    /// samples for any verdict. It is `leak_threshold` when the window is
+    /// at least 9.6 h long (0.4 of a day, the sustained test's evidence
+    /// share) with 20 samples or more.
+    pub fn smallest_detectable_leak_per_day(&self) -> Option<f64> {
+        leak::smallest_detectable_per_day(
+            &self.leak_limits(),
+            window_samples(self.window, self.interval),
+            self.interval.as_secs_f64(),
+        )
+    }
+
+    /// Describes what leak detection can flag with these settings, as one
+    /// line for `check-config` and the start-up log, and returns whether it
+    /// is a warning: the window cannot flag growth at `leak_threshold`.
+    pub fn leak_detection_limit(&self) -> (String, bool) {
+        let settings = format!(
+            "BINANCE_INGEST_MEMORY_WINDOW={} BINANCE_INGEST_MEMORY_SAMPLE_INTERVAL={}",
+            format_duration(self.window),
+            format_duration(self.interval)
+        );
+        let threshold = self.leak_threshold as f64;
+        match self.smallest_detectable_leak_per_day() {
+            None => (
+                format!(
+                    "leak detection never gets a verdict with {settings}, because the window \
+                     holds fewer than {} samples; raise the window or shorten the interval",
+                    leak::MIN_SAMPLES
+                ),
+                true,
+            ),
+            Some(smallest) if smallest > threshold => (
+                format!(
+                    "leak detection flags only growth of {} per 24 h or more with {settings}, \
+                     above BINANCE_INGEST_MEMORY_LEAK_THRESHOLD={}; a window of 9.6h or more \
+                     with 20 samples or more flags growth at the threshold",
+                    format_size_rounded(smallest.min(u64::MAX as f64) as u64),
+                    format_size_rounded(self.leak_threshold)
+                ),
+                true,
+            ),
+            Some(smallest) => (
+                format!(
+                    "leak detection flags growth of {} per 24 h or more with {settings}",
+                    format_size_rounded(smallest.min(u64::MAX as f64) as u64)
+                ),
+                false,
+            ),
+        }
     }
 
     fn leak_limits(&self) -> leak::Limits {
@@ -575,8 +627,8 @@ mod tests {
     }
 
     /// Returns [`day_settings`] with one sample a minute, which keeps long
-    /// simulated runs fast in debug builds; every test part of the span
-    /// still holds far more than the minimum number of samples.
+    /// simulated runs fast in debug builds. Every part of the span that a
+    /// test looks at still contains far more than the minimum of samples.
     fn minute_settings() -> MemorySettings {
         MemorySettings { interval: Duration::from_secs(60), ..day_settings() }
     }
@@ -614,8 +666,8 @@ mod tests {
     #[test]
     fn daily_steps_never_clear_once_raised() {
         // Steps a window apart are never two in the window, so they read
-        // as one-off steps and may not be raised at all (a documented
-        // limit); a raised alert must hold to the end.
+        // as one-off steps and may not be raised at all. That is a known
+        // limit, but a raised alert must hold to the end.
         for step_mib in [60.0, 100.0] {
             let step = step_mib * MIB as f64;
             let run = drive(minute_settings(), 96.0, |t| BASE + step * (t / (24.0 * HOUR)).floor());
@@ -669,6 +721,31 @@ mod tests {
         assert!(status.warmed_up());
         assert!(status.detection_active());
         assert_eq!(status.alerts_raised(AlertKind::Leak), 0);
+    }
+
+    #[test]
+    fn short_window_warns_of_detection_limit() {
+        let day = day_settings();
+        assert_eq!(day.smallest_detectable_leak_per_day(), Some(day.leak_threshold as f64));
+        let (line, warn) = day.leak_detection_limit();
+        assert!(!warn, "{line}");
+        assert!(line.contains("50.0 MiB per 24 h"), "{line}");
+
+        // A 2 min window of 1 s samples needs 288 times the threshold.
+        let short = MemorySettings {
+            interval: Duration::from_secs(1),
+            window: Duration::from_secs(120),
+            ..day_settings()
+        };
+        let smallest = short.smallest_detectable_leak_per_day().unwrap_or(0.0);
+        assert!((smallest / short.leak_threshold as f64 - 288.0).abs() < 1e-9, "{smallest}");
+        let (line, warn) = short.leak_detection_limit();
+        assert!(warn, "{line}");
+        assert!(line.contains("MEMORY_WINDOW=2m"), "{line}");
+
+        let too_few = MemorySettings { window: Duration::from_secs(300), ..day_settings() };
+        assert_eq!(too_few.smallest_detectable_leak_per_day(), None);
+        assert!(too_few.leak_detection_limit().1);
     }
 
     #[test]
