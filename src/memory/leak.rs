@@ -30,7 +30,8 @@
 //!   projects above the threshold, the fitted growth over the horizon is
 //!   at least [`MIN_EVIDENCE_FRACTION`] of the threshold, both halves of
 //!   the horizon grow (each slope above half the threshold and more than
-//!   two standard errors above zero), and the minimum of the horizon's last
+//!   two standard errors above zero, and each half's own low envelope
+//!   rising as in the sustained test), and the minimum of the horizon's last
 //!   quarter is above every sample before the horizon: a new high-water
 //!   mark. The growth over the horizon must also exceed the range of the
 //!   samples before it, less the part of that range that a whole-series
@@ -65,7 +66,7 @@
 //!   after the second step, and steps a whole span apart or more read as
 //!   one-off steps and are never flagged. In simulated runs at the
 //!   defaults (24 h window, 30 s samples, 50 MiB), 60 MiB a day in 2 h
-//!   steps was flagged 2.1 h after the first step, in 12 h or 16 h steps
+//!   steps was flagged 2.4 h after the first step, in 12 h or 16 h steps
 //!   within 1 h after the second step, and in 24 h steps never.
 //! - A series that wanders without a trend is flagged when it crosses a
 //!   band wider than the threshold within one window, in the same
@@ -215,7 +216,7 @@ where
     let mut whole = Sums::default();
     let mut parts = [Part::new(first, middle), Part::new(middle, last)];
     let mut recent = Sums::default();
-    let mut halves = [Sums::default(); 2];
+    let mut halves = [Part::new(horizon_start, horizon_middle), Part::new(horizon_middle, last)];
     let mut first_quarter = Envelope::default();
     let mut last_quarter_min = f64::INFINITY;
     let mut newest_min = f64::INFINITY;
@@ -239,7 +240,7 @@ where
             continue;
         }
         recent.add(x, y);
-        halves[usize::from(t >= horizon_middle)].add(x, y);
+        halves[usize::from(t >= horizon_middle)].add(t, x, y);
         if t >= horizon_tail {
             horizon_tail_min = horizon_tail_min.min(y);
         }
@@ -280,9 +281,10 @@ where
         && horizon_tail_min > before_horizon.max
         && (raised
             || (recent_growth > before_horizon.range() - trend_before_horizon
-                && halves.iter().all(|half| {
-                    let half = half.fit();
+                && halves.iter().all(|part| {
+                    let half = part.sums.fit();
                     half.samples >= MIN_SAMPLES_PER_PART
+                        && part.last_quarter_min > part.first_quarter_max
                         && half.slope > threshold_per_second / 2.0
                         && half.slope > 2.0 * half.standard_error
                 })));

@@ -647,6 +647,17 @@ mod tests {
     }
 
     #[test]
+    fn fast_rise_then_plateau_raises_nothing() {
+        // 40 MiB over 10 min, then flat: a step that a horizon split in
+        // halves can see rising in both halves at once.
+        let (at, ramp) = (48.0 * HOUR, 600.0);
+        let rise = 40.0 * MIB as f64;
+        let run =
+            drive(minute_settings(), 72.0, |t| BASE + rise * ((t - at) / ramp).clamp(0.0, 1.0));
+        assert!(run.raises.is_empty(), "{run:?}");
+    }
+
+    #[test]
     fn staircases_do_not_flap() {
         // (step MiB, hours between steps, first step at hours). The 5 MiB
         // staircase starts after the window is full.
