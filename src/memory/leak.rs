@@ -12,45 +12,70 @@
 //! leak it is the true rate. For a sawtooth around a flat mean it is small,
 //! because the fitted slope over N whole periods is about the ramp slope
 //! divided by N squared. A one-off step of height h fits to at most 1.5 h
-//! per span. The verdict is a leak when either test below holds.
+//! per span, which is above the threshold for a step of about 0.7 of it,
+//! so the slope alone cannot tell a step from a leak. The verdict is a
+//! leak when either test below holds.
 //!
 //! - Sustained growth: the whole-series slope projects above the threshold
 //!   over 24 h, and the fitted growth over the span is at least
-//!   [`MIN_SUSTAINED_EVIDENCE_FRACTION`] of the threshold. Also, the low
-//!   envelope rises: the minimum of the last quarter of the span is above
-//!   the maximum of the first quarter. A staircase with steps at most half
-//!   the span apart passes the envelope test however its steps fall, so it
-//!   stays flagged. A sawtooth with a flat mean fails it as soon as the
-//!   span holds one of its drops: the last quarter then starts at or below
-//!   the level the first quarter reached. The evidence share keeps a
-//!   one-off step below a quarter of the threshold from being flagged
-//!   while the window is still filling.
+//!   [`MIN_SUSTAINED_EVIDENCE_FRACTION`] of the threshold and more than the
+//!   range of the first quarter. The low envelope rises: the minimum of
+//!   the last quarter of the span is above the maximum of the first
+//!   quarter. Growth is spread out: each half of the span rises on its
+//!   own, by the same envelope test within the half or by a slope above
+//!   half the threshold. A one-off step rises in one half only, so it
+//!   never passes, however high. A sawtooth with a flat mean fails the
+//!   envelope test as soon as the span contains one of its drops.
 //! - Recent onset: over the last `recent_seconds` (the horizon), the slope
 //!   projects above the threshold, the fitted growth over the horizon is
 //!   at least [`MIN_EVIDENCE_FRACTION`] of the threshold, both halves of
 //!   the horizon grow (each slope above half the threshold and more than
-//!   two standard errors above zero), and the minimum of the horizon's last
+//!   two standard errors above zero, and each half's own low envelope
+//!   rising as in the sustained test), and the minimum of the horizon's last
 //!   quarter is above every sample before the horizon: a new high-water
-//!   mark. This flags a leak that starts after the window is full within
-//!   about one horizon, long before it dominates the whole-series slope. A
-//!   one-off step grows in one half only. A sawtooth with a flat mean makes
-//!   no new high once one of its drops lies before the horizon. The test
-//!   needs samples spanning at least one horizon before the horizon.
+//!   mark. The growth over the horizon must also exceed the range of the
+//!   samples before it, less the part of that range that a whole-series
+//!   slope above the threshold explains, so a series that wanders within a
+//!   band does not pass by reaching the top of the band. This flags a leak
+//!   that starts after the window is full within about one horizon, long
+//!   before it dominates the whole-series slope. A one-off step grows in
+//!   one half only. A sawtooth with a flat mean makes no new high once one
+//!   of its drops lies before the horizon. The test needs samples spanning
+//!   at least one horizon before the horizon.
 //!
 //! Hysteresis: while the alert is raised, both tests use the threshold
-//! scaled by [`CLEAR_FRACTION`], so a staircase whose whole-series slope
-//! swings around the threshold as steps enter and leave the window does
-//! not raise and clear the alert again and again.
+//! scaled by [`CLEAR_FRACTION`], and drop the conditions that only keep
+//! false alerts from being raised. The sustained test then holds while the
+//! whole-series slope and its evidence share pass and the minimum of the
+//! last sixteenth of the span is above the maximum of the first quarter.
+//! The recent-onset test holds while the horizon's slope and evidence
+//! share pass and the horizon still ends at a new high-water mark. So a
+//! staircase above the threshold stays flagged from step to step, and a
+//! sawtooth raised during its first ramp clears at its first drop.
 //!
-//! Limits. A sawtooth is told from a leak only once the series holds one
-//! of its drops. During its first ramp after warm-up, a sawtooth whose
-//! ramp projects above the threshold may raise the alert, which clears at
-//! the drop. In the sampler's tests (24 h window, 3 h horizon), a 20 MiB
-//! sawtooth with an 8 h period raises it once, 6 h after warm-up. A
-//! sawtooth with a period as long as the window cannot be told from a
-//! leak at all. While the window is still filling, a one-off step of more
-//! than about a quarter of the threshold may be flagged, because it
-//! cannot yet be told from the first step of a staircase.
+//! Limits.
+//! - A sawtooth is told from a leak only once the series holds one of its
+//!   drops. During its first ramp after warm-up, a sawtooth whose ramp
+//!   projects above the threshold may raise the alert, which clears at the
+//!   drop. In the sampler's tests (24 h window, 3 h horizon), a 20 MiB
+//!   sawtooth with an 8 h period raises it once, 6 h after warm-up. A
+//!   sawtooth with a period as long as the window cannot be told from a
+//!   leak at all.
+//! - A staircase is flagged once two of its steps lie in different halves
+//!   of the span, so steps half the span apart or more are flagged only
+//!   after the second step, and steps a whole span apart or more read as
+//!   one-off steps and are never flagged. In simulated runs at the
+//!   defaults (24 h window, 30 s samples, 50 MiB), 60 MiB a day in 2 h
+//!   steps was flagged 2.4 h after the first step, in 12 h or 16 h steps
+//!   within 1 h after the second step, and in 24 h steps never.
+//! - A series that wanders without a trend is flagged when it crosses a
+//!   band wider than the threshold within one window, in the same
+//!   direction all the way: inside one window, that is indistinguishable
+//!   from a leak. In simulated runs of 96 h, a random walk of up to
+//!   0.5 MiB a sample within 30 MiB either way raised nothing, and one of
+//!   up to 2 MiB a sample raised the alert 3 times, for 0.3 to 2.6 h.
+//! - A window too short for the evidence shares flags only growth faster
+//!   than the threshold; [`smallest_detectable_per_day`] computes how fast.
 
 /// Minimum number of samples in each half of the horizon, and in each
 /// quarter of a series that gets a verdict.
@@ -69,13 +94,12 @@ pub const MIN_EVIDENCE_FRACTION: f64 = 0.125;
 
 /// Share of the threshold that the fitted growth over the whole span must
 /// reach before the sustained test flags a leak: 0.4, so 20 MiB at the
-/// default threshold. A one-off step fits to at most 1.5 times its height,
-/// so a step of up to a quarter of the threshold never qualifies. A leak
-/// at twice the threshold qualifies after 4.8 h.
+/// default threshold. A leak at twice the threshold qualifies after 4.8 h,
+/// and no window shorter than 9.6 h can flag a leak at the threshold.
 pub const MIN_SUSTAINED_EVIDENCE_FRACTION: f64 = 0.4;
 
 /// Share of the threshold that still counts as a leak while the alert is
-/// raised: 0.75.
+/// raised: 0.75. A raised alert clears when growth falls below it.
 pub const CLEAR_FRACTION: f64 = 0.75;
 
 /// Seconds in the projection horizon of the threshold: 24 h.
@@ -154,9 +178,10 @@ impl Assessment {
 /// Assesses a series of `(seconds, bytes)` points in time order.
 ///
 /// `raised` is whether the leak alert is raised now. While it is, both
-/// tests use the threshold scaled by [`CLEAR_FRACTION`], so the verdict
-/// stays a leak until growth falls clearly below the threshold. Reads the
-/// series twice: once for its count and ends, once for every figure.
+/// tests use the threshold scaled by [`CLEAR_FRACTION`] and the looser
+/// holding conditions of the module doc, so the verdict stays a leak until
+/// growth falls clearly below the threshold. Reads the series twice: once
+/// for its count and ends, once for every figure.
 pub fn assess<I>(points: I, limits: &Limits, raised: bool) -> Assessment
 where
     I: Iterator<Item = (f64, f64)> + Clone,
@@ -182,55 +207,87 @@ where
     // One pass gathers every figure. The fits are relative to the first
     // point, so large RSS figures and timestamps lose little precision.
     let quarter = span / 4.0;
+    let middle = first + span / 2.0;
+    let newest_start = last - span / 16.0;
     let horizon = limits.recent_seconds;
     let horizon_start = last - horizon;
     let horizon_middle = last - horizon / 2.0;
     let horizon_tail = last - horizon / 4.0;
     let mut whole = Sums::default();
+    let mut parts = [Part::new(first, middle), Part::new(middle, last)];
     let mut recent = Sums::default();
-    let mut halves = [Sums::default(); 2];
-    let mut first_quarter_max = f64::NEG_INFINITY;
+    let mut halves = [Part::new(horizon_start, horizon_middle), Part::new(horizon_middle, last)];
+    let mut first_quarter = Envelope::default();
     let mut last_quarter_min = f64::INFINITY;
-    let mut before_horizon_max = f64::NEG_INFINITY;
+    let mut newest_min = f64::INFINITY;
+    let mut before_horizon = Envelope::default();
     let mut horizon_tail_min = f64::INFINITY;
     for (t, y) in points {
         let (x, y) = (t - first, y - origin_y);
         whole.add(x, y);
+        parts[usize::from(t >= middle)].add(t, x, y);
         if t < first + quarter {
-            first_quarter_max = first_quarter_max.max(y);
+            first_quarter.add(y);
         }
         if t >= last - quarter {
             last_quarter_min = last_quarter_min.min(y);
         }
+        if t >= newest_start {
+            newest_min = newest_min.min(y);
+        }
         if t < horizon_start {
-            before_horizon_max = before_horizon_max.max(y);
+            before_horizon.add(y);
             continue;
         }
         recent.add(x, y);
-        halves[usize::from(t >= horizon_middle)].add(x, y);
+        halves[usize::from(t >= horizon_middle)].add(t, x, y);
         if t >= horizon_tail {
             horizon_tail_min = horizon_tail_min.min(y);
         }
     }
 
     let whole = whole.fit();
-    let sustained = whole.slope > threshold_per_second
-        && whole.slope * span >= threshold * MIN_SUSTAINED_EVIDENCE_FRACTION
-        && last_quarter_min > first_quarter_max;
+    let envelope_rises = last_quarter_min > first_quarter.max;
+    let sustained_slope = whole.slope > threshold_per_second
+        && whole.slope * span >= threshold * MIN_SUSTAINED_EVIDENCE_FRACTION;
+    let sustained = if raised {
+        // Holding: the slope still projects above the lowered threshold,
+        // and the newest samples are above the first quarter. A staircase
+        // of 60 MB a day in steps two thirds of the span apart meets both
+        // at every phase. A sawtooth fails the second at its drop.
+        sustained_slope && newest_min > first_quarter.max
+    } else {
+        // Raising: a one-off step rises in one place only, so both halves
+        // of the span must rise on their own, and the growth must exceed
+        // the range the first quarter already wandered through.
+        sustained_slope
+            && envelope_rises
+            && whole.slope * span > first_quarter.range()
+            && parts.iter().all(|part| part.rises(threshold_per_second / 2.0))
+    };
 
     // The recent-onset test needs one horizon of samples before the
     // horizon, so the new high-water mark is measured against something.
     let recent = if horizon > 0.0 && span >= 2.0 * horizon { recent.fit() } else { Fit::default() };
+    let recent_growth = recent.slope * horizon;
+    // The part of the range before the horizon that a whole-series trend
+    // above the threshold explains: a leak that started before the
+    // horizon is no reason to wait, but a wandering series is.
+    let trend_before_horizon =
+        if whole.slope > threshold_per_second { whole.slope * (span - horizon) } else { 0.0 };
     let recent_onset = span >= 2.0 * horizon
         && recent.slope > threshold_per_second
-        && recent.slope * horizon >= threshold * MIN_EVIDENCE_FRACTION
-        && halves.iter().all(|half| {
-            let half = half.fit();
-            half.samples >= MIN_SAMPLES_PER_PART
-                && half.slope > threshold_per_second / 2.0
-                && half.slope > 2.0 * half.standard_error
-        })
-        && horizon_tail_min > before_horizon_max;
+        && recent_growth >= threshold * MIN_EVIDENCE_FRACTION
+        && horizon_tail_min > before_horizon.max
+        && (raised
+            || (recent_growth > before_horizon.range() - trend_before_horizon
+                && halves.iter().all(|part| {
+                    let half = part.sums.fit();
+                    half.samples >= MIN_SAMPLES_PER_PART
+                        && part.last_quarter_min > part.first_quarter_max
+                        && half.slope > threshold_per_second / 2.0
+                        && half.slope > 2.0 * half.standard_error
+                })));
 
     let verdict = if sustained || recent_onset { Verdict::Leak } else { Verdict::Steady };
     let growth_per_second = if recent_onset && !sustained { recent.slope } else { whole.slope };
@@ -243,6 +300,108 @@ where
         recent_onset,
         samples,
         span_seconds: span,
+    }
+}
+
+/// Returns the smallest steady growth, in bytes per 24 h, that [`assess`]
+/// can flag as a leak in a series of `samples` points `interval_seconds`
+/// apart. Returns `None` when such a series never gets a verdict, because
+/// it has fewer than [`MIN_SAMPLES`] points or spans less than the minimum.
+///
+/// It is the threshold itself when the span is long enough for the
+/// evidence shares, and more when it is not: the sustained test needs
+/// [`MIN_SUSTAINED_EVIDENCE_FRACTION`] of the threshold over the span, the
+/// recent-onset test [`MIN_EVIDENCE_FRACTION`] of it over the horizon. The
+/// result is the lower of the two, so with a 24 h span and a 3 h horizon
+/// it is the threshold, and with a 2 min span of 1 s samples and a 30 s
+/// horizon it is 288 times the threshold.
+pub fn smallest_detectable_per_day(
+    limits: &Limits,
+    samples: usize,
+    interval_seconds: f64,
+) -> Option<f64> {
+    let span = samples.saturating_sub(1) as f64 * interval_seconds;
+    if samples < MIN_SAMPLES || span <= 0.0 || span < limits.min_span_seconds {
+        return None;
+    }
+    let threshold = limits.threshold_per_day;
+    let sustained =
+        threshold.max(threshold * MIN_SUSTAINED_EVIDENCE_FRACTION * HORIZON_SECONDS / span);
+    let horizon = limits.recent_seconds;
+    // Each half of the horizon needs its own samples.
+    let half_samples = (horizon / 2.0 / interval_seconds).floor();
+    let recent =
+        if horizon > 0.0 && span >= 2.0 * horizon && half_samples >= MIN_SAMPLES_PER_PART as f64 {
+            threshold.max(threshold * MIN_EVIDENCE_FRACTION * HORIZON_SECONDS / horizon)
+        } else {
+            f64::INFINITY
+        };
+    Some(sustained.min(recent))
+}
+
+/// Lowest and highest value of a set of samples.
+#[derive(Clone, Copy, Debug)]
+struct Envelope {
+    min: f64,
+    max: f64,
+}
+
+impl Default for Envelope {
+    fn default() -> Envelope {
+        Envelope { min: f64::INFINITY, max: f64::NEG_INFINITY }
+    }
+}
+
+impl Envelope {
+    fn add(&mut self, y: f64) {
+        self.min = self.min.min(y);
+        self.max = self.max.max(y);
+    }
+
+    /// Highest minus lowest value; 0 when empty.
+    fn range(&self) -> f64 {
+        if self.max >= self.min { self.max - self.min } else { 0.0 }
+    }
+}
+
+/// One half of the span, for the test that growth is spread out: its fit
+/// and the envelopes of its first and last quarter.
+#[derive(Clone, Copy, Debug)]
+struct Part {
+    first_quarter_end: f64,
+    last_quarter_start: f64,
+    sums: Sums,
+    first_quarter_max: f64,
+    last_quarter_min: f64,
+}
+
+impl Part {
+    fn new(start: f64, end: f64) -> Part {
+        let quarter = (end - start) / 4.0;
+        Part {
+            first_quarter_end: start + quarter,
+            last_quarter_start: end - quarter,
+            sums: Sums::default(),
+            first_quarter_max: f64::NEG_INFINITY,
+            last_quarter_min: f64::INFINITY,
+        }
+    }
+
+    fn add(&mut self, t: f64, x: f64, y: f64) {
+        self.sums.add(x, y);
+        if t < self.first_quarter_end {
+            self.first_quarter_max = self.first_quarter_max.max(y);
+        }
+        if t >= self.last_quarter_start {
+            self.last_quarter_min = self.last_quarter_min.min(y);
+        }
+    }
+
+    /// Whether the part grows on its own: its low envelope rises, or its
+    /// slope is above `min_slope` (bytes per second).
+    fn rises(&self, min_slope: f64) -> bool {
+        self.sums.n >= MIN_SAMPLES_PER_PART
+            && (self.last_quarter_min > self.first_quarter_max || self.sums.fit().slope > min_slope)
     }
 }
 
@@ -532,6 +691,62 @@ mod tests {
             assert_eq!(assessment.verdict, Verdict::Leak, "phase {phase_hours} h: {assessment:?}");
             assert!(assessment.sustained);
         }
+    }
+
+    #[test]
+    fn large_one_off_step_is_steady() {
+        // Steps of 35 to 500 MB anywhere in a full window: the whole-window
+        // slope of most of them projects above the threshold, but the
+        // growth is in one place only.
+        for step in [35.0 * MB, 45.0 * MB, 100.0 * MB, 500.0 * MB] {
+            for eighth in 1..8 {
+                let step_at = DAY_SAMPLES * eighth / 8;
+                let mut noise = Noise(5);
+                let points = series(DAY_SAMPLES, |i, _| {
+                    80.0 * MB + if i < step_at { 0.0 } else { step } + MB * noise.next()
+                });
+                let assessment = run(&points);
+                assert_eq!(
+                    assessment.verdict,
+                    Verdict::Steady,
+                    "{step} B step at {eighth}/8: {assessment:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn raised_staircase_holds_between_steps() {
+        // 40 MB every 16 h (60 MB a day), at every phase: one or two steps
+        // in the window. Once raised, the verdict holds.
+        for phase_hours in 0..16 {
+            let phase = f64::from(phase_hours) * 3600.0;
+            let points = series(DAY_SAMPLES, |_, t| {
+                80.0 * MB + 40.0 * MB * ((t + phase) / 57_600.0).floor()
+            });
+            let assessment = assess(points.iter().copied(), &DAY_LIMITS, true);
+            assert_eq!(assessment.verdict, Verdict::Leak, "phase {phase_hours} h: {assessment:?}");
+        }
+    }
+
+    #[test]
+    fn detectable_growth_follows_span() {
+        let limits = DAY_LIMITS;
+        let day = smallest_detectable_per_day(&limits, DAY_SAMPLES + 1, INTERVAL);
+        assert_eq!(day, Some(THRESHOLD));
+        // 6 h: the recent-onset test needs an eighth of the threshold in
+        // its 3 h horizon, which a leak at the threshold reaches.
+        let quarter_day = smallest_detectable_per_day(&limits, 721, INTERVAL);
+        assert_eq!(quarter_day, Some(THRESHOLD));
+        // 4 h: too short for the recent-onset test, and the sustained test
+        // needs 0.4 of the threshold in 4 h.
+        let four_hours = smallest_detectable_per_day(&limits, 481, INTERVAL).unwrap_or(0.0);
+        assert!((four_hours / THRESHOLD - 2.4).abs() < 1e-9, "{four_hours}");
+        let short = Limits { min_span_seconds: 30.0, recent_seconds: 30.0, ..limits };
+        let two_minutes = smallest_detectable_per_day(&short, 121, 1.0).unwrap_or(0.0);
+        assert!((two_minutes / THRESHOLD - 288.0).abs() < 1e-9, "{two_minutes}");
+        assert_eq!(smallest_detectable_per_day(&limits, MIN_SAMPLES - 1, INTERVAL), None);
+        assert_eq!(smallest_detectable_per_day(&limits, 100, 30.0), None);
     }
 
     #[test]

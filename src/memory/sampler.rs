@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use crate::config::Config;
+use crate::config::{Config, format_duration};
 use crate::liveness::{CHECKIN_INTERVAL, Checkin};
 use crate::ring::Ring;
 
@@ -79,6 +79,58 @@ impl MemorySettings {
     /// window, at least [`MemorySettings::min_span`]; 3 h at the defaults.
     pub fn recent_horizon(&self) -> Duration {
         (self.window / 8).max(self.min_span())
+    }
+
+    /// Smallest steady growth, in bytes per 24 h, that leak detection can
+    /// flag once the window is full, or `None` when the window has too few
+    /// samples for any verdict. It is `leak_threshold` when the window is
+    /// at least 9.6 h long (0.4 of a day, the sustained test's evidence
+    /// share) with 20 samples or more.
+    pub fn smallest_detectable_leak_per_day(&self) -> Option<f64> {
+        leak::smallest_detectable_per_day(
+            &self.leak_limits(),
+            window_samples(self.window, self.interval),
+            self.interval.as_secs_f64(),
+        )
+    }
+
+    /// Describes what leak detection can flag with these settings, as one
+    /// line for `check-config` and the start-up log, and returns whether it
+    /// is a warning: the window cannot flag growth at `leak_threshold`.
+    pub fn leak_detection_limit(&self) -> (String, bool) {
+        let settings = format!(
+            "BINANCE_INGEST_MEMORY_WINDOW={} BINANCE_INGEST_MEMORY_SAMPLE_INTERVAL={}",
+            format_duration(self.window),
+            format_duration(self.interval)
+        );
+        let threshold = self.leak_threshold as f64;
+        match self.smallest_detectable_leak_per_day() {
+            None => (
+                format!(
+                    "leak detection never gets a verdict with {settings}, because the window \
+                     holds fewer than {} samples; raise the window or shorten the interval",
+                    leak::MIN_SAMPLES
+                ),
+                true,
+            ),
+            Some(smallest) if smallest > threshold => (
+                format!(
+                    "leak detection flags only growth of {} per 24 h or more with {settings}, \
+                     above BINANCE_INGEST_MEMORY_LEAK_THRESHOLD={}; a window of 9.6h or more \
+                     with 20 samples or more flags growth at the threshold",
+                    format_size_rounded(smallest.min(u64::MAX as f64) as u64),
+                    format_size_rounded(self.leak_threshold)
+                ),
+                true,
+            ),
+            Some(smallest) => (
+                format!(
+                    "leak detection flags growth of {} per 24 h or more with {settings}",
+                    format_size_rounded(smallest.min(u64::MAX as f64) as u64)
+                ),
+                false,
+            ),
+        }
     }
 
     fn leak_limits(&self) -> leak::Limits {
@@ -452,6 +504,8 @@ mod tests {
     struct Run {
         /// Times the leak alert was raised, in seconds since start.
         raises: Vec<f64>,
+        /// Times the leak alert was cleared, in seconds since start.
+        clears: Vec<f64>,
         /// Whether the leak alert is raised after the last sample.
         raised_at_end: bool,
         /// Mean reported growth over the last 24 h of the run, in bytes per 24 h.
@@ -463,13 +517,14 @@ mod tests {
     /// Drives a sampler with `settings` sample by sample for `hours`, with
     /// RSS `rss(t)` bytes at `t` seconds plus up to 1 MiB of noise either
     /// way, and no ring share.
-    fn drive(settings: MemorySettings, hours: f64, rss: impl Fn(f64) -> f64) -> Run {
+    fn drive(settings: MemorySettings, hours: f64, mut rss: impl FnMut(f64) -> f64) -> Run {
         let interval = settings.interval.as_secs_f64();
         let status = Arc::new(MemoryStatus::new());
         let mut sampler = Sampler::new(settings, status.clone());
         let end = hours * HOUR;
         let (mut growth_sum, mut growth_count) = (0.0, 0.0);
         let mut raises = Vec::new();
+        let mut clears = Vec::new();
         // Deterministic noise: a 64-bit linear congruential generator
         // (Knuth's MMIX constants).
         let mut state: u64 = 1;
@@ -479,8 +534,12 @@ mod tests {
             let noise = ((state >> 11) as f64 / (1u64 << 52) as f64 - 1.0) * MIB as f64;
             let was = status.alert(AlertKind::Leak);
             sampler.record(sample(at, (rss(at) + noise) as u64));
-            if status.alert(AlertKind::Leak) && !was {
+            let now = status.alert(AlertKind::Leak);
+            if now && !was {
                 raises.push(at);
+            }
+            if was && !now {
+                clears.push(at);
             }
             if at > end - 24.0 * HOUR {
                 growth_sum += status.growth_per_hour() * 24.0;
@@ -490,6 +549,7 @@ mod tests {
         }
         Run {
             raises,
+            clears,
             raised_at_end: status.alert(AlertKind::Leak),
             mean_growth_last_day: growth_sum / growth_count,
             growth_at_end: status.growth_per_hour() * 24.0,
@@ -566,6 +626,83 @@ mod tests {
         }
     }
 
+    /// Returns [`day_settings`] with one sample a minute, which keeps long
+    /// simulated runs fast in debug builds. Every part of the span that a
+    /// test looks at still contains far more than the minimum of samples.
+    fn minute_settings() -> MemorySettings {
+        MemorySettings { interval: Duration::from_secs(60), ..day_settings() }
+    }
+
+    #[test]
+    fn step_after_full_window_raises_nothing() {
+        // A one-off step and a plateau, 24 h after the window is full: the
+        // whole-window slope of a step in the middle of the window
+        // projects to up to 1.5 steps a day, above the threshold here.
+        let at = 48.0 * HOUR;
+        for step_mib in [35.0, 45.0, 100.0, 500.0] {
+            let step = step_mib * MIB as f64;
+            let run = drive(minute_settings(), 72.0, |t| BASE + if t < at { 0.0 } else { step });
+            assert!(run.raises.is_empty(), "{step_mib} MiB step: {run:?}");
+        }
+    }
+
+    #[test]
+    fn fast_rise_then_plateau_raises_nothing() {
+        // 40 MiB over 10 min, then flat: a step that a horizon split in
+        // halves can see rising in both halves at once.
+        let (at, ramp) = (48.0 * HOUR, 600.0);
+        let rise = 40.0 * MIB as f64;
+        let run =
+            drive(minute_settings(), 72.0, |t| BASE + rise * ((t - at) / ramp).clamp(0.0, 1.0));
+        assert!(run.raises.is_empty(), "{run:?}");
+    }
+
+    #[test]
+    fn staircases_do_not_flap() {
+        // (step MiB, hours between steps, first step at hours). The 5 MiB
+        // staircase starts after the window is full.
+        for (step_mib, every_hours, from_hours) in [(5.0, 2.0, 30.0), (40.0, 16.0, 0.0)] {
+            let step = step_mib * MIB as f64;
+            let run = drive(minute_settings(), 72.0, |t| {
+                let steps = ((t / HOUR - from_hours) / every_hours).floor() + 1.0;
+                BASE + step * steps.max(0.0)
+            });
+            let name = format!("{step_mib} MiB every {every_hours} h from {from_hours} h");
+            assert_eq!(run.raises.len(), 1, "{name}: {run:?}");
+            assert!(run.clears.is_empty(), "{name}: {run:?}");
+            assert!(run.raised_at_end, "{name}: {run:?}");
+        }
+    }
+
+    #[test]
+    fn daily_steps_never_clear_once_raised() {
+        // Steps a window apart are never two in the window, so they read
+        // as one-off steps and may not be raised at all. That is a known
+        // limit, but a raised alert must hold to the end.
+        for step_mib in [60.0, 100.0] {
+            let step = step_mib * MIB as f64;
+            let run = drive(minute_settings(), 96.0, |t| BASE + step * (t / (24.0 * HOUR)).floor());
+            assert!(run.raises.len() <= 1, "{step_mib} MiB a day: {run:?}");
+            assert!(run.clears.is_empty(), "{step_mib} MiB a day: {run:?}");
+        }
+    }
+
+    #[test]
+    fn bounded_random_walk_raises_nothing() {
+        // RSS wanders in steps of up to 0.5 MiB a sample and stays within
+        // 30 MiB of its start either way.
+        let mut state: u64 = 9;
+        let mut walk = 0.0f64;
+        let bound = 30.0 * MIB as f64;
+        let run = drive(day_settings(), 96.0, |_| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let unit = (state >> 11) as f64 / (1u64 << 52) as f64 - 1.0;
+            walk = (walk + 0.5 * MIB as f64 * unit).clamp(-bound, bound);
+            BASE + walk
+        });
+        assert!(run.raises.is_empty(), "{run:?}");
+    }
+
     #[test]
     fn burst_during_warm_up_is_not_a_leak() {
         // A 2 min window at 1 s samples, as a test setup would use. The
@@ -595,6 +732,31 @@ mod tests {
         assert!(status.warmed_up());
         assert!(status.detection_active());
         assert_eq!(status.alerts_raised(AlertKind::Leak), 0);
+    }
+
+    #[test]
+    fn short_window_warns_of_detection_limit() {
+        let day = day_settings();
+        assert_eq!(day.smallest_detectable_leak_per_day(), Some(day.leak_threshold as f64));
+        let (line, warn) = day.leak_detection_limit();
+        assert!(!warn, "{line}");
+        assert!(line.contains("50.0 MiB per 24 h"), "{line}");
+
+        // A 2 min window of 1 s samples needs 288 times the threshold.
+        let short = MemorySettings {
+            interval: Duration::from_secs(1),
+            window: Duration::from_secs(120),
+            ..day_settings()
+        };
+        let smallest = short.smallest_detectable_leak_per_day().unwrap_or(0.0);
+        assert!((smallest / short.leak_threshold as f64 - 288.0).abs() < 1e-9, "{smallest}");
+        let (line, warn) = short.leak_detection_limit();
+        assert!(warn, "{line}");
+        assert!(line.contains("MEMORY_WINDOW=2m"), "{line}");
+
+        let too_few = MemorySettings { window: Duration::from_secs(300), ..day_settings() };
+        assert_eq!(too_few.smallest_detectable_leak_per_day(), None);
+        assert!(too_few.leak_detection_limit().1);
     }
 
     #[test]
