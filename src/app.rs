@@ -107,6 +107,10 @@ pub fn start(config: &Config) -> Result<Service, Error> {
     for warning in crate::memory::level_warnings(config, &budget) {
         log::warn!("memory level too low: {warning}");
     }
+    match MemorySettings::from_config(config).leak_detection_limit() {
+        (line, true) => log::warn!("{line}"),
+        (line, false) => log::info!("{line}"),
+    }
     let tls = crate::tls::client_config(config.ca_file.as_deref())?;
     if config.data_dir.exists() && !config.data_dir.is_dir() {
         return Err(Error::Usage(format!(

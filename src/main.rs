@@ -34,6 +34,11 @@ fn main() -> ExitCode {
             for warning in binance_ingest::memory::level_warnings(&config, &budget) {
                 println!("# warning: {warning}");
             }
+            let settings = binance_ingest::memory::MemorySettings::from_config(&config);
+            match settings.leak_detection_limit() {
+                (line, true) => println!("# warning: {line}"),
+                (line, false) => println!("# {line}"),
+            }
             ExitCode::SUCCESS
         }
         Command::Run(config) => match app::run(&config) {

@@ -135,3 +135,20 @@ fn memory_window_accepts_days() {
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("BINANCE_INGEST_MEMORY_WINDOW=168h"), "{stdout}");
 }
+
+#[test]
+fn check_config_states_what_leak_detection_can_flag() {
+    let output = run(&["check-config"], &[]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("# leak detection flags growth of 50.0 MiB per 24 h"), "{stdout}");
+
+    let output =
+        run(&["check-config", "--memory-window", "2m", "--memory-sample-interval", "1s"], &[]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        stdout.contains("# warning: leak detection flags only growth of 14.1 GiB per 24 h"),
+        "{stdout}"
+    );
+}
