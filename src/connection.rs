@@ -334,9 +334,10 @@ impl Histogram {
     }
 }
 
-/// Reasons of a connection attempt that ends before the WebSocket handshake
-/// completes, exported at 0 from start so that `increase()` sees the first
-/// failure. A handshake rejected with an HTTP status adds `http_<status>`.
+/// Reasons a connection attempt ends before the WebSocket handshake
+/// completes. Each is exported at 0 from start, so `increase()` counts the
+/// first failure. A handshake rejected with an HTTP status adds the label
+/// `http_<status>`.
 pub const CONNECT_FAILURE_REASONS: [&str; 5] =
     ["connect_failed", "tls", "handshake_timeout", "protocol", "io"];
 
@@ -401,8 +402,8 @@ pub struct ConnectionStats {
     pub bytes: Counter,
     /// Ping frames received from servers.
     pub pings_received: Counter,
-    /// Pongs sent later than their ping to keep the pong spacing (340 ms),
-    /// each answering the latest of the pings held meanwhile.
+    /// Pongs delayed to keep the pong spacing (340 ms). Each one replies to
+    /// the latest of the pings received meanwhile.
     pub pongs_delayed: Counter,
     /// Frames dropped because the pipeline queue stayed full.
     pub frames_dropped: Counter,

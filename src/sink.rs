@@ -168,11 +168,11 @@ impl SinkStats {
         self.progress().overwritten + self.abandoned_records.get()
     }
 
-    /// Records lost so far, given the ring's oldest stored sequence number:
-    /// overwritten in the ring before the sink read them (including those
-    /// evicted since its last read), or abandoned at shutdown. Read
-    /// `ring_oldest_seq` before calling, so that no record the sink read in
-    /// between is counted as lost.
+    /// Returns the records lost so far, given the ring's oldest stored
+    /// sequence number. They are the records overwritten in the ring before
+    /// the sink read them, including those evicted since its last read,
+    /// and those abandoned at shutdown. Read `ring_oldest_seq` before
+    /// calling, so that no record the sink reads in between counts as lost.
     pub fn lost_records_with(&self, ring_oldest_seq: u64) -> u64 {
         self.progress().overwritten_with(ring_oldest_seq) + self.abandoned_records.get()
     }
@@ -658,10 +658,10 @@ impl Sink {
         self.stats.open_files.set(self.open_file_count());
     }
 
-    /// Gives up on the staged records and on `in_ring` records still stored
-    /// in the ring and not read, once shutdown retries have run out: logs
-    /// how many and where they were headed, and counts them as lost and
-    /// abandoned.
+    /// Gives up on the staged records and on the `in_ring` unread records
+    /// still stored in the ring, once shutdown retries have run out. Logs
+    /// how many there are and where they were headed, and counts them as
+    /// lost and abandoned.
     fn abandon(&mut self, in_ring: u64) {
         let staged: u64 = self.parts.iter().map(|part| part.staged_records).sum();
         let mut folders: Vec<String> = self

@@ -26,13 +26,13 @@
 //!   half the threshold. A one-off step rises in one half only, so it
 //!   never passes, however high. A sawtooth with a flat mean fails the
 //!   envelope test as soon as the span contains one of its drops.
-//! - Recent onset: over the last `recent_seconds` (the horizon), the slope
-//!   projects above the threshold, the fitted growth over the horizon is
-//!   at least [`MIN_EVIDENCE_FRACTION`] of the threshold, both halves of
-//!   the horizon grow (each slope above half the threshold and more than
+//! - Recent onset: the last `recent_seconds` are the horizon. Over it,
+//!   the slope projects above the threshold, and the fitted growth is at
+//!   least [`MIN_EVIDENCE_FRACTION`] of the threshold. Both halves of the
+//!   horizon grow: each slope is above half the threshold and more than
 //!   two standard errors above zero, and each half's own low envelope
-//!   rising as in the sustained test), and the minimum of the horizon's last
-//!   quarter is above every sample before the horizon: a new high-water
+//!   rises as in the sustained test. The minimum of the horizon's last
+//!   quarter is above every sample before the horizon, a new high-water
 //!   mark. The growth over the horizon must also exceed the range of the
 //!   samples before it, less the part of that range that a whole-series
 //!   slope above the threshold explains, so a series that wanders within a
@@ -309,10 +309,10 @@ where
 /// it has fewer than [`MIN_SAMPLES`] points or spans less than the minimum.
 ///
 /// It is the threshold itself when the span is long enough for the
-/// evidence shares, and more when it is not: the sustained test needs
-/// [`MIN_SUSTAINED_EVIDENCE_FRACTION`] of the threshold over the span, the
-/// recent-onset test [`MIN_EVIDENCE_FRACTION`] of it over the horizon. The
-/// result is the lower of the two, so with a 24 h span and a 3 h horizon
+/// evidence shares, and more when it is not. The sustained test needs
+/// [`MIN_SUSTAINED_EVIDENCE_FRACTION`] of the threshold over the span. The
+/// recent-onset test needs [`MIN_EVIDENCE_FRACTION`] of it over the
+/// horizon. The result is the lower of the two, so with a 24 h span and a 3 h horizon
 /// it is the threshold, and with a 2 min span of 1 s samples and a 30 s
 /// horizon it is 288 times the threshold.
 pub fn smallest_detectable_per_day(
@@ -397,8 +397,8 @@ impl Part {
         }
     }
 
-    /// Whether the part grows on its own: its low envelope rises, or its
-    /// slope is above `min_slope` (bytes per second).
+    /// Returns whether the part grows on its own: its low envelope rises,
+    /// or its slope is above `min_slope` (bytes per second).
     fn rises(&self, min_slope: f64) -> bool {
         self.sums.n >= MIN_SAMPLES_PER_PART
             && (self.last_quarter_min > self.first_quarter_max || self.sums.fit().slope > min_slope)
@@ -681,7 +681,7 @@ mod tests {
     #[test]
     fn staircase_with_half_window_steps_is_a_leak() {
         // 30 MB every 12 h (60 MB a day): one or two steps in the window.
-        // Once raised, the verdict holds at every phase.
+        // Once raised, the verdict stays a leak at every phase.
         for phase_hours in 0..12 {
             let phase = f64::from(phase_hours) * 3600.0;
             let points = series(DAY_SAMPLES, |_, t| {

@@ -51,7 +51,7 @@ impl SampleWindow {
     /// Iterates over the samples, oldest first.
     pub fn iter(&self) -> impl Iterator<Item = &Sample> + Clone + '_ {
         // The window is full whenever `start` is not 0, so the samples are
-        // `start..` followed by `..start`; two slices iterate faster than
+        // `start..` followed by `..start`. Two slices iterate faster than
         // indexing modulo the capacity.
         let (newer, older) = self.samples.split_at(self.start);
         older.iter().chain(newer).take(self.len)
